@@ -1,0 +1,120 @@
+"""The application factory: middleware, lifespan state (engine, broker), routes, templates."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chat.auth import CSRFMiddleware
+from chat.broker import create_broker
+from chat.db import create_engine, create_sessionmaker
+from chat.logging import RequestLogMiddleware, configure_logging
+from chat.messages import MessagePath
+from chat.routes import routes
+from chat.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=ROOT / "templates")
+    return templates
+
+
+async def render_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    template = "errors/_error.html" if "hx-request" in request.headers else "errors/error.html"
+    return request.app.state.templates.TemplateResponse(
+        request,
+        template,
+        {"status_code": exc.status_code, "detail": exc.detail},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        broker = create_broker(settings.broker_url, settings.subscriber_queue_size)
+        app.state.db = create_sessionmaker(engine)
+        app.state.broker = broker
+        app.state.messages = MessagePath(
+            db=app.state.db,
+            broker=broker,
+            templates=app.state.templates.env,
+            max_chars=settings.max_message_chars,
+        )
+        try:
+            yield
+        finally:
+            await broker.close()
+            await engine.dispose()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(RequestLogMiddleware),
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(
+                CSRFMiddleware,
+                secret_key=settings.secret_key,
+                max_body_bytes=settings.max_form_bytes,
+            ),
+        ],
+        exception_handlers={HTTPException: render_error},
+    )
+    app.state.settings = settings
+    app.state.templates = create_templates()
+    return app

@@ -1,0 +1,235 @@
+"""Passwords, signed-in sessions and cross-site request forgery protection."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import delete, select
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chat.models import AuthSession, User
+
+SESSION_COOKIE = "chat_session"
+CSRF_COOKIE = "chat_csrf"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so both failures take as long.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(verify)
+
+
+def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer:
+    # One salt per purpose: a CSRF token can never be replayed as a session cookie.
+    return URLSafeSerializer(secret_key, salt=f"chat.{purpose}")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def session_id(auth_session: AuthSession) -> str:
+    """A short, non-secret name for a session, used to end its open streams."""
+    return auth_session.token_hash[:16]
+
+
+async def start_session(request: Request, response: Response, user: User) -> None:
+    token = secrets.token_urlsafe(32)
+    async with request.app.state.db() as db:
+        db.add(AuthSession(token_hash=_token_hash(token), user_id=user.id))
+        await db.commit()
+    response.set_cookie(
+        SESSION_COOKIE,
+        _serializer(request.app.state.settings.secret_key, "session").dumps(token),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        max_age=60 * 60 * 24 * 30,
+    )
+
+
+async def end_session(request: Request, response: Response, auth_session: AuthSession) -> None:
+    async with request.app.state.db() as db:
+        await db.execute(
+            delete(AuthSession).where(AuthSession.token_hash == auth_session.token_hash)
+        )
+        await db.commit()
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
+
+
+async def load_session(request: Request) -> AuthSession | None:
+    """The request's signed-in session (with its user), cached on request.state."""
+    if "auth_session" in request.state._state:
+        return request.state.auth_session
+    auth_session = None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        try:
+            token = _serializer(request.app.state.settings.secret_key, "session").loads(cookie)
+        except BadSignature:
+            token = None
+        if isinstance(token, str):
+            async with request.app.state.db() as db:
+                auth_session = await db.scalar(
+                    select(AuthSession).where(AuthSession.token_hash == _token_hash(token))
+                )
+    request.state.auth_session = auth_session
+    request.state.user = auth_session.user if auth_session else None
+    return auth_session
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def login_required(handler: Handler) -> Handler:
+    """Anonymous requests go to the login page (303); the user is on request.state.user."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        if await load_session(request) is None:
+            return RedirectResponse(request.url_for("login"), status_code=303)
+        return await handler(request)
+
+    return wrapper
+
+
+class CSRFMiddleware:
+    """Refuses unsafe requests that are cross-origin or lack a valid CSRF token.
+
+    The token is the signed value of a random HttpOnly cookie (signed double
+    submit), so it works before login too (login CSRF) and needs no server state.
+    It travels in the `X-CSRF-Token` header (htmx) or the `csrf_token` form field.
+    """
+
+    def __init__(self, app: ASGIApp, secret_key: str, max_body_bytes: int) -> None:
+        self.app = app
+        self.signer = _serializer(secret_key, "csrf")
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        secret = request.cookies.get(CSRF_COOKIE, "")
+        fresh_secret = None
+        if len(secret) != 43:
+            fresh_secret = secret = secrets.token_urlsafe(32)
+        scope.setdefault("state", {})["csrf_token"] = self.signer.dumps(secret)
+
+        if scope["method"] not in SAFE_METHODS:
+            if not _is_same_origin(request):
+                return await _refuse(scope, receive, send, 403, "Cross-origin request refused.")
+            token = request.headers.get("x-csrf-token")
+            if token is None:
+                body = await _read_body(receive, self.max_body_bytes)
+                if body is None:
+                    return await _refuse(scope, receive, send, 413, "Request body too large.")
+                token = await _form_token(scope, body)
+                receive = _replay(body, then=receive)
+            if fresh_secret is not None or not self._valid(token, secret):
+                return await _refuse(
+                    scope, receive, send, 403, "Missing or invalid CSRF token. Reload the page."
+                )
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start" and fresh_secret is not None:
+                holder = Response()
+                holder.set_cookie(
+                    CSRF_COOKIE,
+                    fresh_secret,
+                    httponly=True,
+                    samesite="lax",
+                    secure=scope.get("scheme") == "https",
+                )
+                cookie = [h for h in holder.raw_headers if h[0] == b"set-cookie"]
+                message["headers"] = [*message["headers"], *cookie]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    def _valid(self, token: str | None, secret: str) -> bool:
+        if not token:
+            return False
+        try:
+            signed_secret = self.signer.loads(token)
+        except BadSignature:
+            return False
+        return isinstance(signed_secret, str) and hmac.compare_digest(signed_secret, secret)
+
+
+def _is_same_origin(request: Request) -> bool:
+    if request.headers.get("sec-fetch-site", "same-origin") not in {"same-origin", "none"}:
+        return False
+    origin = request.headers.get("origin")
+    return origin is not None and origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, then: Receive | None = None) -> Receive:
+    """A receive() that hands over the already-read body, then defers to `then`
+    (the client's real channel, which reports a disconnect)."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        if then is None:
+            return {"type": "http.disconnect"}
+        return await then()
+
+    return receive
+
+
+async def _form_token(scope: Scope, body: bytes) -> str | None:
+    content_type = Request(scope).headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        async with Request(scope, _replay(body)).form() as form:
+            token = form.get("csrf_token")
+            return token if isinstance(token, str) else None
+    values = parse_qs(body.decode("latin-1"), max_num_fields=1000).get("csrf_token")
+    return values[0] if values else None
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, text: str) -> None:
+    await PlainTextResponse(text, status_code=status)(scope, receive, send)

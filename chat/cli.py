@@ -1,0 +1,117 @@
+"""`chat serve | db upgrade | create-user`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+
+from chat.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(database_url: str):  # -> alembic.config.Config
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade_database(database_url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), "head")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings.from_env()
+    if args.workers > 1 and settings.broker_url.startswith("memory://"):
+        print(
+            "chat serve: --workers > 1 needs a shared broker (CHAT_BROKER_URL=redis://...): "
+            "with memory:// a message posted to one worker never reaches the others.",
+            file=sys.stderr,
+        )
+        return 2
+    uvicorn.run(
+        "chat.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # chat.logging writes one structured line per request
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+async def _create_user(username: str, password: str) -> bool:
+    from chat.auth import hash_password
+    from chat.db import create_engine, create_sessionmaker
+    from chat.models import User
+
+    engine = create_engine(Settings.from_env().database_url)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            return await User.create(db, username, await hash_password(password)) is not None
+    finally:
+        await engine.dispose()
+
+
+def create_user(args: argparse.Namespace) -> int:
+    from chat.routes.sessions import MAX_PASSWORD, MIN_PASSWORD, USERNAME
+
+    if not USERNAME.fullmatch(args.username):
+        print("chat create-user: usernames are 3 to 32 letters, digits, _ or -.", file=sys.stderr)
+        return 2
+    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    password = password.rstrip("\n")
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        print(
+            f"chat create-user: passwords are {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
+            file=sys.stderr,
+        )
+        return 2
+    if not asyncio.run(_create_user(args.username, password)):
+        print(f"chat create-user: {args.username!r} is taken.", file=sys.stderr)
+        return 1
+    print(f"created {args.username}")
+    return 0
+
+
+def db_upgrade(_args: argparse.Namespace) -> int:
+    upgrade_database(Settings.from_env().database_url)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="chat", description="A real-time chat server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run the web server")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--workers", type=int, default=1)
+    serve_parser.set_defaults(run=serve)
+
+    db_parser = commands.add_parser("db", help="database migrations")
+    db_commands = db_parser.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="migrate to the newest schema").set_defaults(
+        run=db_upgrade
+    )
+
+    user_parser = commands.add_parser("create-user", help="add an account (asks the password)")
+    user_parser.add_argument("username")
+    user_parser.set_defaults(run=create_user)
+
+    args = parser.parse_args(argv)
+    sys.exit(args.run(args))

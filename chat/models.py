@@ -1,0 +1,299 @@
+"""Tables and the behaviour that belongs to them.
+
+Authorization is done by scoping: a private room is only ever loaded through the
+viewer's membership, so a room you may not see is simply not found.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    MEMBER = "member"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @classmethod
+    async def by_username(cls, db: AsyncSession, username: str) -> User | None:
+        return await db.scalar(select(cls).where(func.lower(cls.username) == username.lower()))
+
+    @classmethod
+    async def create(cls, db: AsyncSession, username: str, password_hash: str) -> User | None:
+        """Insert a user; None when the name is taken (in any letter case)."""
+        user = cls(username=username, password_hash=password_hash)
+        db.add(user)
+        try:
+            await db.commit()
+        except IntegrityError:
+            await db.rollback()
+            return None
+        return user
+
+
+# Case-insensitive uniqueness: "Alice" and "alice" are one person in @mentions.
+Index("uq_users_username_lower", func.lower(User.username), unique=True)
+
+
+class AuthSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its hash is stored,
+    so logging out (deleting the row) ends the session everywhere at once."""
+
+    __tablename__ = "auth_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    is_private: Mapped[bool] = mapped_column(default=False)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The seq of the newest message; the next message takes last_seq + 1.
+    last_seq: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def visibility(self) -> str:
+        return "private" if self.is_private else "public"
+
+    @classmethod
+    async def create(cls, db: AsyncSession, creator: User, name: str, *, is_private: bool) -> Room:
+        room = cls(name=name, is_private=is_private, created_by_id=creator.id)
+        db.add(room)
+        await db.flush()
+        db.add(Membership(user_id=creator.id, room_id=room.id, role=Role.OWNER))
+        await db.commit()
+        return room
+
+    @classmethod
+    async def visible_to(
+        cls, db: AsyncSession, user: User, room_id: int
+    ) -> tuple[Room, Membership | None] | None:
+        """The room and the viewer's membership; None for a room that does not exist
+        and, identically, for a private room the viewer is not in."""
+        row = (
+            await db.execute(
+                select(cls, Membership)
+                .outerjoin(
+                    Membership,
+                    and_(Membership.room_id == cls.id, Membership.user_id == user.id),
+                )
+                .where(cls.id == room_id, or_(~cls.is_private, Membership.user_id.is_not(None)))
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    @classmethod
+    async def of_member(cls, db: AsyncSession, user: User) -> list[tuple[Room, Membership]]:
+        rows = await db.execute(
+            select(cls, Membership)
+            .join(Membership, Membership.room_id == cls.id)
+            .where(Membership.user_id == user.id)
+            .order_by(func.lower(cls.name), cls.id)
+        )
+        return [(room, membership) for room, membership in rows]
+
+    @classmethod
+    async def joinable_by(cls, db: AsyncSession, user: User) -> list[Room]:
+        is_member = exists().where(Membership.room_id == cls.id, Membership.user_id == user.id)
+        rows = await db.scalars(
+            select(cls).where(~cls.is_private, ~is_member).order_by(func.lower(cls.name), cls.id)
+        )
+        return list(rows)
+
+    async def members(self, db: AsyncSession) -> list[tuple[User, Membership]]:
+        rows = await db.execute(
+            select(User, Membership)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.room_id == self.id)
+            .order_by(func.lower(User.username))
+        )
+        return [(user, membership) for user, membership in rows]
+
+    async def add_member(self, db: AsyncSession, user: User, role: Role = Role.MEMBER) -> bool:
+        """Make `user` a member; False when they already were."""
+        db.add(Membership(user_id=user.id, room_id=self.id, role=role, last_read_seq=self.last_seq))
+        try:
+            await db.commit()
+        except IntegrityError:
+            await db.rollback()
+            return False
+        return True
+
+    async def remove_member(self, db: AsyncSession, user_id: int) -> bool:
+        result = await db.execute(
+            Membership.__table__.delete().where(
+                Membership.room_id == self.id, Membership.user_id == user_id
+            )
+        )
+        await db.commit()
+        return result.rowcount > 0
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(10), default=Role.MEMBER)
+    # Everything up to this seq has been seen; unread = room.last_seq - last_read_seq.
+    last_read_seq: Mapped[int] = mapped_column(default=0)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == Role.OWNER
+
+    async def mark_read(self, db: AsyncSession, seq: int) -> None:
+        """Advance (never rewind) the read marker."""
+        await db.execute(
+            update(Membership)
+            .where(
+                Membership.user_id == self.user_id,
+                Membership.room_id == self.room_id,
+                Membership.last_read_seq < seq,
+            )
+            .values(last_read_seq=seq)
+        )
+        await db.commit()
+        self.last_read_seq = max(self.last_read_seq, seq)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("room_id", "seq", name="uq_messages_room_id_seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    # The text as typed, and the sanitized HTML made from it once, at posting time.
+    body: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    author: Mapped[User | None] = relationship(lazy="joined")
+
+    @classmethod
+    async def post(
+        cls, db: AsyncSession, room_id: int, author: User, body: str, html: str
+    ) -> Message | None:
+        """Insert a message with the room's next seq; None if `author` is not a member.
+
+        The counter bump is the transaction's first statement and also its
+        authorization check: it takes the room's row lock (PostgreSQL) or the write
+        lock (SQLite) at once, so concurrent posts queue for it and commit in seq
+        order; a message with seq n is committed before seq n+1 is handed out.
+        """
+        is_member = exists().where(Membership.room_id == room_id, Membership.user_id == author.id)
+        seq = await db.scalar(
+            update(Room)
+            .where(Room.id == room_id, is_member)
+            .values(last_seq=Room.last_seq + 1)
+            .returning(Room.last_seq)
+        )
+        if seq is None:
+            await db.rollback()
+            return None
+        message = cls(room_id=room_id, seq=seq, author_id=author.id, body=body, html=html)
+        message.author = author
+        db.add(message)
+        # Your own message is never unread for you.
+        await db.execute(
+            update(Membership)
+            .where(Membership.room_id == room_id, Membership.user_id == author.id)
+            .values(last_read_seq=seq)
+        )
+        await db.commit()
+        return message
+
+    @classmethod
+    async def page(
+        cls,
+        db: AsyncSession,
+        room_id: int,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[Message]:
+        """Up to `limit` messages, oldest first: the oldest ones after `after` when it is
+        given, else the newest ones (before `before`). Keyset on (room_id, seq), never OFFSET."""
+        query = select(cls).where(cls.room_id == room_id)
+        if before is not None:
+            query = query.where(cls.seq < before)
+        if after is not None:
+            rows = await db.scalars(query.where(cls.seq > after).order_by(cls.seq).limit(limit))
+            return list(rows)
+        rows = await db.scalars(query.order_by(cls.seq.desc()).limit(limit))
+        return list(reversed(rows.all()))

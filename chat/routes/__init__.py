@@ -1,0 +1,37 @@
+"""The route table: every URL the app answers, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from chat.routes import events, health, messages, rooms, sessions
+
+STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
+
+routes = [
+    Route("/", rooms.index, name="index"),
+    Route("/healthz", health.healthz, name="healthz"),
+    Route("/signup", sessions.signup_form, methods=["GET"], name="signup"),
+    Route("/signup", sessions.signup, methods=["POST"]),
+    Route("/login", sessions.login_form, methods=["GET"], name="login"),
+    Route("/login", sessions.login, methods=["POST"]),
+    Route("/logout", sessions.logout, methods=["POST"], name="logout"),
+    Route("/rooms", rooms.create, methods=["POST"], name="create_room"),
+    Route("/rooms/{room_id:int}", rooms.show, name="room"),
+    Route("/rooms/{room_id:int}/join", rooms.join, methods=["POST"], name="join_room"),
+    Route("/rooms/{room_id:int}/leave", rooms.leave, methods=["POST"], name="leave_room"),
+    Route("/rooms/{room_id:int}/members", rooms.add_member, methods=["POST"], name="add_member"),
+    Route(
+        "/rooms/{room_id:int}/members/{user_id:int}/remove",
+        rooms.remove_member,
+        methods=["POST"],
+        name="remove_member",
+    ),
+    Route("/rooms/{room_id:int}/messages", messages.create, methods=["POST"], name="post_message"),
+    Route("/rooms/{room_id:int}/messages", messages.older, methods=["GET"], name="older_messages"),
+    Route("/rooms/{room_id:int}/events", events.stream, name="room_events"),
+    Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+]

@@ -1,0 +1,54 @@
+"""The room stream: Server-Sent Events of new messages, resumable by seq."""
+
+from __future__ import annotations
+
+import anyio
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from chat.auth import login_required, session_id
+from chat.messages import RoomStream
+from chat.routes.rooms import find_membership, int_param
+
+
+class RoomStreamResponse(EventSourceResponse):
+    """An SSE response that is torn down as soon as its stream is cut off, even while
+    a write to a client that stopped reading is blocked."""
+
+    def __init__(self, stream: RoomStream, **kwargs: object) -> None:
+        super().__init__(stream.frames(), **kwargs)
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as task_group:
+
+            async def close_when_cut_off() -> None:
+                await self.stream.cut_off()
+                task_group.cancel_scope.cancel()
+
+            task_group.start_soon(close_when_cut_off)
+            await super().__call__(scope, receive, send)
+            task_group.cancel_scope.cancel()
+
+
+@login_required
+async def stream(request: Request) -> Response:
+    room, membership = await find_membership(request)
+    # The browser's own reconnect sends Last-Event-ID; htmx's reconnect only has
+    # the URL, so the page keeps ?after= current. Resume after the later of the two.
+    try:
+        header = int_param(request.headers.get("last-event-id"), "Last-Event-ID")
+    except HTTPException:
+        header = None  # a stale or foreign header must not break reconnecting
+    after = max(header or 0, int_param(request.query_params.get("after"), "after") or 0)
+    settings = request.app.state.settings
+    return RoomStreamResponse(
+        request.app.state.messages.stream(
+            room.id, membership.user_id, session_id(request.state.auth_session), after
+        ),
+        ping=settings.heartbeat_seconds,
+        send_timeout=settings.send_timeout_seconds,
+    )

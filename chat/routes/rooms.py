@@ -1,0 +1,200 @@
+"""Rooms: the list, creating, the room page, joining, leaving and membership."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from chat.auth import login_required
+from chat.broker import user_channel
+from chat.messages import leave_room_signal
+from chat.models import Membership, Message, Room, User
+from chat.routes.forms import read_form
+
+log = structlog.get_logger("chat.rooms")
+
+MAX_ROOM_NAME = 80
+# Ids beyond a signed 64-bit integer cannot exist; asking the database would be an error.
+MAX_ID = 2**63 - 1
+
+
+def int_param(value: str | None, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or int(value) > MAX_ID:
+        raise HTTPException(400, f"{name} must be a whole number.")
+    return int(value)
+
+
+async def find_room(request: Request) -> tuple[Room, Membership | None]:
+    """The room in the path as the viewer may see it: 404 when it does not exist and,
+    identically, when it is private and the viewer is not a member."""
+    room_id = request.path_params["room_id"]
+    found = None
+    if room_id <= MAX_ID:
+        async with request.app.state.db() as db:
+            found = await Room.visible_to(db, request.state.user, room_id)
+    if found is None:
+        raise HTTPException(404, "There is no such room, or it is private.")
+    structlog.contextvars.bind_contextvars(room_id=room_id)
+    return found
+
+
+async def find_membership(request: Request) -> tuple[Room, Membership]:
+    room, membership = await find_room(request)
+    if membership is None:
+        raise HTTPException(403, "Join this room first.")
+    return room, membership
+
+
+def _clean_room_name(raw: str) -> str | None:
+    name = " ".join(raw.split())
+    if not 1 <= len(name) <= MAX_ROOM_NAME:
+        return None
+    if any(unicodedata.category(c) in {"Cc", "Cf"} for c in name):
+        return None
+    return name
+
+
+async def _index_page(
+    request: Request, *, error: str = "", name: str = "", status: int = 200
+) -> Response:
+    user = request.state.user
+    async with request.app.state.db() as db:
+        rooms = await Room.of_member(db, user)
+        joinable = await Room.joinable_by(db, user)
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "rooms/index.html",
+        {"rooms": rooms, "joinable": joinable, "error": error, "name": name},
+        status_code=status,
+    )
+
+
+@login_required
+async def index(request: Request) -> Response:
+    return await _index_page(request)
+
+
+@login_required
+async def create(request: Request) -> Response:
+    form = await read_form(request)
+    name = _clean_room_name(form.get("name", ""))
+    visibility = form.get("visibility", "public")
+    if name is None or visibility not in {"public", "private"}:
+        return await _index_page(
+            request,
+            error=f"Room names are 1 to {MAX_ROOM_NAME} characters, without control characters.",
+            name=form.get("name", "")[:MAX_ROOM_NAME],
+            status=400,
+        )
+    async with request.app.state.db() as db:
+        room = await Room.create(db, request.state.user, name, is_private=visibility == "private")
+    log.info("room.created", room_id=room.id, user_id=request.state.user.id)
+    return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
+
+
+async def room_page(
+    request: Request,
+    room: Room,
+    membership: Membership | None,
+    *,
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    """The room page; with `?before=SEQ`, the history page that ends just before SEQ."""
+    settings = request.app.state.settings
+    before = int_param(request.query_params.get("before"), "before")
+    async with request.app.state.db() as db:
+        messages = await Message.page(db, room.id, before=before, limit=settings.page_size)
+        members = await room.members(db)
+        if membership is not None and before is None:
+            await membership.mark_read(db, room.last_seq)
+    live = membership is not None and before is None
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "rooms/show.html",
+        {
+            "room": room,
+            "membership": membership,
+            "members": members,
+            "messages": messages,
+            "before": before,
+            "live": live,
+            "last_seq": messages[-1].seq if messages else (before or room.last_seq + 1) - 1,
+            "error": error,
+        },
+        status_code=status,
+    )
+
+
+@login_required
+async def show(request: Request) -> Response:
+    room, membership = await find_room(request)
+    return await room_page(request, room, membership)
+
+
+@login_required
+async def join(request: Request) -> Response:
+    room, membership = await find_room(request)
+    if membership is None:
+        async with request.app.state.db() as db:
+            await room.add_member(db, request.state.user)
+        log.info("room.joined", user_id=request.state.user.id)
+    return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
+
+
+async def _end_membership(request: Request, room: Room, user_id: int) -> bool:
+    async with request.app.state.db() as db:
+        removed = await room.remove_member(db, user_id)
+    if removed:
+        # Their open streams of this room close at once, on every worker.
+        await request.app.state.broker.publish(user_channel(user_id), leave_room_signal(room.id))
+    return removed
+
+
+@login_required
+async def leave(request: Request) -> Response:
+    room, membership = await find_membership(request)
+    await _end_membership(request, room, membership.user_id)
+    log.info("room.left", user_id=membership.user_id)
+    return RedirectResponse(request.url_for("index"), status_code=303)
+
+
+async def _owned_room(request: Request) -> tuple[Room, Membership]:
+    room, membership = await find_membership(request)
+    if not membership.is_owner:
+        raise HTTPException(403, "Only the room's owners can change its members.")
+    return room, membership
+
+
+@login_required
+async def add_member(request: Request) -> Response:
+    room, membership = await _owned_room(request)
+    username = (await read_form(request)).get("username", "").strip()
+    async with request.app.state.db() as db:
+        user = await User.by_username(db, username) if username else None
+        added = user is not None and await room.add_member(db, user)
+    if user is None:
+        return await room_page(
+            request, room, membership, error=f"There is no user called “{username}”.", status=400
+        )
+    if added:
+        log.info("room.member_added", user_id=user.id, by_user_id=membership.user_id)
+    return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
+
+
+@login_required
+async def remove_member(request: Request) -> Response:
+    room, membership = await _owned_room(request)
+    user_id = request.path_params["user_id"]
+    if user_id == membership.user_id:
+        raise HTTPException(400, "To leave the room, use Leave.")
+    if user_id > MAX_ID or not await _end_membership(request, room, user_id):
+        raise HTTPException(404, "That person is not a member of this room.")
+    log.info("room.member_removed", user_id=user_id, by_user_id=membership.user_id)
+    return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)

@@ -1,0 +1,139 @@
+"""Sign up, log in, log out."""
+
+from __future__ import annotations
+
+import re
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from chat.auth import (
+    end_session,
+    hash_password,
+    load_session,
+    session_id,
+    start_session,
+    verify_password,
+)
+from chat.broker import user_channel
+from chat.messages import end_session_signal
+from chat.models import User
+from chat.routes.forms import read_form
+
+log = structlog.get_logger("chat.sessions")
+
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,31}")
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+
+FORMS = {
+    "signup": {
+        "title": "Create your account",
+        "submit": "Sign up",
+        "password_autocomplete": "new-password",
+        "other": ("login", "Already have an account? Log in"),
+    },
+    "login": {
+        "title": "Log in",
+        "submit": "Log in",
+        "password_autocomplete": "current-password",
+        "other": ("signup", "New here? Create an account"),
+    },
+}
+
+
+def _safe_next(value: str | None) -> str:
+    """Only same-site paths: `//evil.example` or `/\\evil` would leave the site."""
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
+        return value
+    return "/"
+
+
+def _form(
+    request: Request, purpose: str, *, error: str = "", username: str = "", status: int = 200
+) -> Response:
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "sessions/form.html",
+        {
+            "purpose": purpose,
+            "form": FORMS[purpose],
+            "error": error,
+            "username": username,
+            "next": _safe_next(request.query_params.get("next")),
+        },
+        status_code=status,
+    )
+
+
+async def signup_form(request: Request) -> Response:
+    if await load_session(request):
+        return RedirectResponse(request.url_for("index"), status_code=303)
+    return _form(request, "signup")
+
+
+async def signup(request: Request) -> Response:
+    form = await read_form(request)
+    username, password = form.get("username", "").strip(), form.get("password", "")
+    if not USERNAME.fullmatch(username):
+        return _form(
+            request,
+            "signup",
+            error="Usernames are 3 to 32 letters, digits, _ or -, starting with a letter or digit.",
+            username=username,
+            status=400,
+        )
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        return _form(
+            request,
+            "signup",
+            error=f"Passwords are {MIN_PASSWORD} to {MAX_PASSWORD} characters long.",
+            username=username,
+            status=400,
+        )
+    async with request.app.state.db() as db:
+        user = await User.create(db, username, await hash_password(password))
+    if user is None:
+        return _form(
+            request, "signup", error="That username is taken.", username=username, status=400
+        )
+    log.info("user.signed_up", user_id=user.id)
+    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
+    await start_session(request, response, user)
+    return response
+
+
+async def login_form(request: Request) -> Response:
+    if await load_session(request):
+        return RedirectResponse(request.url_for("index"), status_code=303)
+    return _form(request, "login")
+
+
+async def login(request: Request) -> Response:
+    form = await read_form(request)
+    username, password = form.get("username", "").strip(), form.get("password", "")
+    user = None
+    if username and len(password) <= MAX_PASSWORD:
+        async with request.app.state.db() as db:
+            user = await User.by_username(db, username)
+    if not await verify_password(user.password_hash if user else None, password) or user is None:
+        log.info("user.login_failed")
+        return _form(
+            request, "login", error="Wrong username or password.", username=username, status=401
+        )
+    log.info("user.logged_in", user_id=user.id)
+    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
+    await start_session(request, response, user)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    response = RedirectResponse(request.url_for("login"), status_code=303)
+    auth_session = await load_session(request)
+    if auth_session is not None:
+        await end_session(request, response, auth_session)
+        await request.app.state.broker.publish(
+            user_channel(auth_session.user_id), end_session_signal(session_id(auth_session))
+        )
+        log.info("user.logged_out", user_id=auth_session.user_id)
+    return response

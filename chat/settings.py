@@ -1,0 +1,68 @@
+"""Configuration: one frozen dataclass read from CHAT_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
+DEFAULT_BROKER_URL = "memory://"
+DEFAULT_SECRET_KEY_FILE = ".chat-secret-key"  # noqa: S105 (a path, not a secret)
+
+
+def load_or_create_secret_key(path: Path) -> str:
+    """Return the key kept in `path`, creating it (mode 0600) on first start.
+
+    A key generated per process would log everyone out on every restart and would
+    differ between workers, so it is made once and kept.
+    """
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker won the race; use its key
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(key + "\n")
+    return key
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    secret_key: str = field(default="", repr=False)
+    log_level: str = "INFO"
+    # Messages longer than this are refused rather than truncated.
+    max_message_chars: int = 4000
+    page_size: int = 50
+    # A subscriber that falls this many frames behind is disconnected and replays.
+    subscriber_queue_size: int = 256
+    heartbeat_seconds: float = 15.0
+    # A client that cannot take a single frame for this long is disconnected.
+    send_timeout_seconds: float = 30.0
+    # Form bodies larger than this are refused before they are parsed.
+    max_form_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        secret_key = env.get("CHAT_SECRET_KEY") or load_or_create_secret_key(
+            Path(env.get("CHAT_SECRET_KEY_FILE", DEFAULT_SECRET_KEY_FILE))
+        )
+        return cls(
+            database_url=env.get("CHAT_DATABASE_URL", DEFAULT_DATABASE_URL),
+            broker_url=env.get("CHAT_BROKER_URL", DEFAULT_BROKER_URL),
+            secret_key=secret_key,
+            log_level=env.get("CHAT_LOG_LEVEL", "INFO").upper(),
+            subscriber_queue_size=int(env.get("CHAT_SUBSCRIBER_QUEUE_SIZE", "256")),
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
