@@ -1,0 +1,103 @@
+// Small glue on top of htmx. The pages work without this file; it adds:
+// the CSRF header on htmx requests, Enter-to-send, keeping the stream's resume
+// point current, dropping frames already shown, scrolling, local times and
+// marking one's own messages.
+(function () {
+  "use strict";
+
+  var csrfToken = function () {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  };
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    event.detail.headers["X-CSRF-Token"] = csrfToken();
+  });
+
+  // Enter sends, Shift+Enter breaks the line (and IME composition is left alone).
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    if (target.id !== "composer-body" || event.key !== "Enter") return;
+    if (event.shiftKey || event.isComposing || event.altKey || event.ctrlKey || event.metaKey) return;
+    event.preventDefault();
+    if (target.value.trim() !== "") target.form.requestSubmit();
+  });
+
+  function log() {
+    return document.getElementById("messages");
+  }
+
+  function lastSeq() {
+    var messages = log() ? log().querySelectorAll(":scope > [data-seq]") : [];
+    return messages.length ? Number(messages[messages.length - 1].dataset.seq) : 0;
+  }
+
+  function nearBottom(element) {
+    return element.scrollHeight - element.scrollTop - element.clientHeight < 80;
+  }
+
+  var timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  var dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
+
+  function decorate(root) {
+    var viewer = document.body.dataset.viewer;
+    root.querySelectorAll(".message").forEach(function (message) {
+      if (viewer && message.dataset.author === viewer) message.classList.add("mine");
+      var time = message.querySelector("time[datetime]");
+      if (time && !time.title) {
+        var when = new Date(time.getAttribute("datetime"));
+        time.textContent = timeFormat.format(when);
+        time.title = dateFormat.format(when);
+      }
+    });
+  }
+
+  // A frame the page already shows (e.g. after a reconnect) is not swapped in twice.
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    var seq = Number(event.detail.lastEventId);
+    if (seq && seq <= lastSeq()) event.preventDefault();
+    var stick = log() && nearBottom(log());
+    event.target.dataset.stickToBottom = stick ? "yes" : "no";
+  });
+
+  document.addEventListener("htmx:sseMessage", function (event) {
+    var seq = Number(event.detail.lastEventId);
+    var frame = event.target.closest("[sse-connect]");
+    // htmx reconnects with the URL it was given; keep ?after= at the newest seq shown.
+    if (seq && frame) {
+      var url = new URL(frame.getAttribute("sse-connect"), window.location.href);
+      url.searchParams.set("after", String(lastSeq()));
+      frame.setAttribute("sse-connect", url.pathname + url.search);
+    }
+    var empty = log() && log().querySelector("[data-empty]");
+    if (empty) empty.remove();
+    if (log()) {
+      decorate(log());
+      if (event.target.dataset.stickToBottom === "yes") log().scrollTop = log().scrollHeight;
+    }
+  });
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    decorate(event.detail.target.parentNode || document);
+  });
+
+  // Errors that are not fragments (5xx, network) still get said out loud.
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail.xhr.status;
+    if (status >= 500) {
+      document.getElementById("flash").textContent =
+        "The server could not do that (" + status + "). Please try again.";
+    }
+  });
+  document.addEventListener("htmx:sendError", function () {
+    document.getElementById("flash").textContent =
+      "Could not reach the server. Check your connection and try again.";
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    decorate(document);
+    if (log()) log().scrollTop = log().scrollHeight;
+    var target = window.location.hash && document.getElementById(window.location.hash.slice(1));
+    if (target) target.scrollIntoView({ block: "center" });
+  });
+})();
