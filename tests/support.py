@@ -1,0 +1,200 @@
+"""Test helpers: a person with a browser-like HTTP client, a real server, an SSE reader."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+PASSWORD = "correct horse battery"
+
+
+class Person:
+    """One person's browser: own cookies, same-origin headers, the page's CSRF token."""
+
+    def __init__(self, client: httpx.AsyncClient, username: str) -> None:
+        self.client = client
+        self.username = username
+        self.csrf_token = ""
+
+    async def get(self, url: str, **kwargs: object) -> httpx.Response:
+        response = await self.client.get(url, **kwargs)
+        if match := CSRF_META.search(response.text):
+            self.csrf_token = match.group(1)
+        return response
+
+    async def post(
+        self, url: str, data: dict[str, str] | None = None, *, htmx: bool = False, **kwargs: object
+    ) -> httpx.Response:
+        if not self.csrf_token:
+            await self.get("/login")
+        headers = {"HX-Request": "true"} if htmx else {}
+        return await self.client.post(
+            url, data={"csrf_token": self.csrf_token, **(data or {})}, headers=headers, **kwargs
+        )
+
+    async def signup(self) -> Person:
+        response = await self.post("/signup", {"username": self.username, "password": PASSWORD})
+        assert response.status_code == 303, response.text
+        return self
+
+    async def create_room(self, name: str = "general", visibility: str = "public") -> int:
+        response = await self.post("/rooms", {"name": name, "visibility": visibility})
+        assert response.status_code == 303, response.text
+        return int(response.headers["location"].rsplit("/", 1)[1])
+
+    async def join(self, room_id: int) -> None:
+        response = await self.post(f"/rooms/{room_id}/join")
+        assert response.status_code == 303, response.text
+
+    async def say(self, room_id: int, body: str) -> httpx.Response:
+        response = await self.post(f"/rooms/{room_id}/messages", {"body": body}, htmx=True)
+        assert response.status_code == 200, response.text
+        return response
+
+
+def client_for(base_url: str, **kwargs: object) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base_url, headers={"Origin": base_url}, **kwargs)
+
+
+# --- a real server ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """`chat serve` in a child process, as in production (uvicorn, uvloop, httptools)."""
+
+    env: dict[str, str]
+    log_path: Path | None = None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> LiveServer:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=self.log_path.open("ab") if self.log_path else subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chat serve exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("chat serve did not answer /healthz")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "chat", "db", "upgrade"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+
+
+# --- Server-Sent Events -------------------------------------------------------------------
+
+
+@dataclass
+class Event:
+    event: str
+    data: str
+    id: str | None = None
+
+    @property
+    def seq(self) -> int:
+        assert self.id is not None
+        return int(self.id)
+
+
+class EventStream:
+    """Reads a text/event-stream response one event at a time (comments skipped)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 10.0) -> Event | None:
+        """The next event, or None when the server closed the stream."""
+        return await asyncio.wait_for(self._next(), timeout)
+
+    async def _next(self) -> Event | None:
+        fields: dict[str, list[str]] = {}
+        async for line in self._lines:
+            if line == "":
+                if "data" in fields:
+                    return Event(
+                        event=fields.get("event", ["message"])[-1],
+                        data="\n".join(fields["data"]),
+                        id=fields.get("id", [None])[-1],
+                    )
+                fields = {}
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields.setdefault(name, []).append(value.removeprefix(" "))
+        return None
+
+    async def messages(self, count: int, timeout: float = 10.0) -> list[Event]:
+        """The next `count` message events, skipping other event types."""
+        received: list[Event] = []
+        while len(received) < count:
+            event = await self.next(timeout)
+            assert event is not None, f"stream closed after {len(received)} of {count} messages"
+            if event.event == "message":
+                received.append(event)
+        return received
+
+    async def closed(self, timeout: float = 10.0) -> bool:
+        """True once the server ends the stream (events before the end are skipped)."""
+        while (await self.next(timeout)) is not None:
+            pass
+        return True
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[EventStream]:
+    async with client.stream("GET", url, headers=headers or {}) as response:
+        yield EventStream(response)

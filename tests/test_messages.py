@@ -1,0 +1,145 @@
+import asyncio
+
+from sqlalchemy import func, select
+
+from chat.models import Message, Room
+from chat.settings import Settings
+
+
+async def stored(app):
+    async with app.state.db() as db:
+        return list(await db.scalars(select(Message).order_by(Message.room_id, Message.seq)))
+
+
+async def test_posting_with_htmx_returns_a_fresh_composer(people, app):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    response = await alice.say(room_id, "  hello *world*  ")
+    assert response.text.lstrip().startswith('<form id="composer"')
+    assert "<textarea" in response.text
+    [message] = await stored(app)
+    assert (message.seq, message.body, message.html) == (
+        1,
+        "hello *world*",
+        "<p>hello <em>world</em></p>\n",
+    )
+
+
+async def test_posting_without_javascript_redirects_back_to_the_room(people):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    response = await alice.post(f"/rooms/{room_id}/messages", {"body": "hi"})
+    assert response.status_code == 303
+    assert response.headers["location"].endswith(f"/rooms/{room_id}#message-1")
+    page = await alice.get(f"/rooms/{room_id}")
+    assert 'data-seq="1" data-author="alice"' in page.text
+
+
+async def test_message_partial_escapes_the_body(people):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    await alice.say(room_id, '<script>alert(1)</script><img src=x onerror="alert(2)">')
+    page = await alice.get(f"/rooms/{room_id}")
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "<img src=x" not in page.text
+
+
+async def test_empty_huge_and_control_character_bodies_are_400_and_store_nothing(people, app):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    for body, message in [
+        ("", "Type a message"),
+        ("   \n  ", "Type a message"),
+        ("x" * 4001, "at most 4,000 characters"),
+        ("nul\x00byte", "control characters"),
+    ]:
+        for htmx in (True, False):
+            response = await alice.post(f"/rooms/{room_id}/messages", {"body": body}, htmx=htmx)
+            assert response.status_code == 400, (body[:10], htmx)
+            assert message in response.text
+    assert await stored(app) == []
+    await alice.say(room_id, "x" * 4000)
+    assert len(await stored(app)) == 1
+
+
+async def test_a_refused_message_keeps_the_typed_text_in_the_composer(people):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    response = await alice.post(f"/rooms/{room_id}/messages", {"body": "y" * 4001}, htmx=True)
+    assert ">" + "y" * 4001 + "</textarea>" in response.text
+
+
+async def test_invalid_utf8_is_400_and_stores_nothing(people, app):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    response = await alice.client.post(
+        f"/rooms/{room_id}/messages",
+        content=f"csrf_token={alice.csrf_token}&body=%FF%FEbad".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert "not valid UTF-8" in response.text
+    assert await stored(app) == []
+
+
+async def test_non_members_cannot_post_to_a_public_room(people, app):
+    alice, bob = await people("alice"), await people("bob")
+    room_id = await alice.create_room()
+    response = await bob.post(f"/rooms/{room_id}/messages", {"body": "hi"}, htmx=True)
+    assert response.status_code == 403
+    assert await stored(app) == []
+
+
+async def test_concurrent_posts_get_contiguous_unique_seqs(people, app):
+    alice, bob = await people("alice"), await people("bob")
+    room_id = await alice.create_room()
+    await bob.join(room_id)
+    await asyncio.gather(
+        *(
+            person.say(room_id, f"{person.username} {n}")
+            for n in range(25)
+            for person in (alice, bob)
+        )
+    )
+    messages = await stored(app)
+    assert [m.seq for m in messages] == list(range(1, 51))
+    async with app.state.db() as db:
+        assert await db.scalar(select(Room.last_seq).where(Room.id == room_id)) == 50
+        assert await db.scalar(select(func.count(func.distinct(Message.body)))) == 50
+
+
+async def test_history_pages_backwards_by_seq_with_a_working_older_link(people, app):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    for n in range(1, 121):
+        await alice.say(room_id, f"message number {n}")
+    page = await alice.get(f"/rooms/{room_id}")
+    assert page.text.count("data-seq=") == 50
+    assert 'data-seq="71"' in page.text and 'data-seq="120"' in page.text
+    assert f'href="http://testserver/rooms/{room_id}?before=71"' in page.text
+    fragment = await alice.get(
+        f"/rooms/{room_id}/messages?before=71", headers={"HX-Request": "true"}
+    )
+    assert fragment.text.count("data-seq=") == 50
+    assert 'data-seq="21"' in fragment.text and 'data-seq="70"' in fragment.text
+    assert fragment.text.index('data-seq="21"') < fragment.text.index('data-seq="70"')
+    assert "?before=21" in fragment.text
+    last = await alice.get(f"/rooms/{room_id}/messages?before=21")
+    assert last.text.count("data-seq=") == 20
+    assert "before=" not in last.text  # nothing older than seq 1
+    no_js = await alice.get(f"/rooms/{room_id}?before=71")
+    assert 'data-seq="21"' in no_js.text and 'data-seq="71"' not in no_js.text
+    assert "Jump to the latest messages" in no_js.text
+
+
+async def test_bad_before_values_are_400(people):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    for value in ("abc", "-1", "1e9", "99999999999999999999999"):
+        response = await alice.get(f"/rooms/{room_id}/messages?before={value}")
+        assert response.status_code == 400, value
+
+
+def test_default_message_limit_is_4000_characters():
+    assert Settings().max_message_chars == 4000
