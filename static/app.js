@@ -20,7 +20,31 @@
     if (target.id !== "composer-body" || event.key !== "Enter") return;
     if (event.shiftKey || event.isComposing || event.altKey || event.ctrlKey || event.metaKey) return;
     event.preventDefault();
-    if (target.value.trim() !== "") target.form.requestSubmit();
+    if (target.value.trim() === "") return;
+    // One send at a time, in order: a message typed while the previous one is
+    // still on its way goes out as soon as that one is answered.
+    if (target.form.classList.contains("htmx-request")) target.form.dataset.sendNext = "yes";
+    else target.form.requestSubmit();
+  });
+
+  // The composer empties the moment a message is sent (its text is already in the
+  // request), so typing can go on at once; the reply's fresh composer replaces it
+  // only if nothing new was typed meanwhile, or to show an error with the text.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.target.id === "composer") event.target.elements.body.value = "";
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var form = event.detail.elt;
+    if (form.id !== "composer" || event.detail.xhr.status >= 300) return;
+    if (form.elements.body.value !== "") event.detail.shouldSwap = false;
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    if (form.id !== "composer" || form.dataset.sendNext !== "yes") return;
+    delete form.dataset.sendNext;
+    if (document.body.contains(form) && form.elements.body.value.trim() !== "") {
+      form.requestSubmit();
+    }
   });
 
   function log() {
