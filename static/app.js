@@ -1,7 +1,7 @@
 // Small glue on top of htmx. The pages work without this file; it adds:
 // the CSRF header on htmx requests, Enter-to-send, keeping the stream's resume
-// point current, dropping frames already shown, scrolling, local times and
-// marking one's own messages.
+// point current, dropping frames already shown, scrolling, local times,
+// marking one's own messages, the live status and keyboard shortcuts.
 (function () {
   "use strict";
 
@@ -102,7 +102,46 @@
   });
 
   document.addEventListener("htmx:afterSwap", function (event) {
-    decorate(event.detail.target.parentNode || document);
+    // Swaps from the SSE extension carry no detail.target: decorate the log then.
+    var target = event.detail.target;
+    decorate((target && target.parentNode) || document);
+  });
+
+  // "Load older messages" puts the older page above what the reader is looking at:
+  // the view stays where it was, and focus, if it was on the link, moves to the next
+  // "older" link (or the log) instead of being lost with the replaced link.
+  function isOlderLink(element) {
+    return element && element.classList && element.classList.contains("older");
+  }
+  var distanceFromBottom = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (isOlderLink(event.detail.elt) && log()) {
+      distanceFromBottom = log().scrollHeight - log().scrollTop;
+    }
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (!isOlderLink(event.detail.elt) || !log()) return;
+    if (distanceFromBottom !== null) log().scrollTop = log().scrollHeight - distanceFromBottom;
+    distanceFromBottom = null;
+    if (!document.activeElement || document.activeElement === document.body) {
+      (log().querySelector(".older") || log()).focus();
+    }
+  });
+
+  // The stream's state, said in the page's status region (the log itself only
+  // announces messages): once when the connection drops and once when it is back.
+  var streamLost = false;
+  function setLiveStatus(text) {
+    var status = document.getElementById("live-status");
+    if (status && status.textContent !== text) status.textContent = text;
+  }
+  document.addEventListener("htmx:sseError", function () {
+    streamLost = true;
+    setLiveStatus("Connection lost. Reconnecting…");
+  });
+  document.addEventListener("htmx:sseOpen", function () {
+    if (streamLost) setLiveStatus("Reconnected.");
+    streamLost = false;
   });
 
   // Errors that are not fragments (5xx, network) still get said out loud.
@@ -116,6 +155,78 @@
   document.addEventListener("htmx:sendError", function () {
     document.getElementById("flash").textContent =
       "Could not reach the server. Check your connection and try again.";
+  });
+
+  // --- Keyboard shortcuts; templates/_shortcuts.html lists them for people. ---------
+  var shortcuts = document.getElementById("shortcuts");
+  var focusBeforeShortcuts = null;
+
+  function openShortcuts() {
+    if (!shortcuts || shortcuts.open) return;
+    focusBeforeShortcuts = document.activeElement;
+    shortcuts.showModal();
+  }
+  if (shortcuts) {
+    shortcuts.addEventListener("close", function () {
+      if (focusBeforeShortcuts && document.body.contains(focusBeforeShortcuts)) {
+        focusBeforeShortcuts.focus();
+      }
+      focusBeforeShortcuts = null;
+    });
+  }
+  document.querySelectorAll("[data-open-shortcuts]").forEach(function (button) {
+    button.hidden = false; // without this script it could do nothing
+    button.addEventListener("click", openShortcuts);
+  });
+
+  // Alt+↑/↓: the previous/next room in the room list, wrapping around; with Shift,
+  // only rooms with unread messages. From a page that is not a room, ↓ starts at the top.
+  function goToRoom(step, unreadOnly) {
+    var links = Array.prototype.slice.call(document.querySelectorAll("a[data-room-link]"));
+    var current = links.findIndex(function (link) {
+      return link.getAttribute("aria-current") === "page";
+    });
+    var start = current !== -1 ? current : step > 0 ? -1 : 0;
+    for (var i = 1; i <= links.length; i++) {
+      var index = (((start + step * i) % links.length) + links.length) % links.length;
+      if (index === current) break;
+      if (!unreadOnly || links[index].dataset.unread) {
+        window.location.assign(links[index].href);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  function isTextField(element) {
+    return element.isContentEditable || element.matches("input, textarea, select");
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.defaultPrevented || event.isComposing || event.ctrlKey || event.metaKey) return;
+    if (event.altKey && (event.key === "ArrowUp" || event.key === "ArrowDown")) {
+      if (goToRoom(event.key === "ArrowDown" ? 1 : -1, event.shiftKey)) event.preventDefault();
+      return;
+    }
+    // Everything else would get in the way of typing.
+    if (event.altKey || isTextField(event.target)) return;
+    if (event.key === "?") {
+      event.preventDefault();
+      openShortcuts();
+    } else if (event.key === "/") {
+      var search = document.getElementById("search-q");
+      if (search) {
+        event.preventDefault();
+        search.focus();
+        search.select();
+      }
+    } else if (event.key === "PageUp" && log() && log().contains(event.target)) {
+      var older = log().querySelector(".older");
+      if (older && log().scrollTop < 1) {
+        event.preventDefault();
+        older.click();
+      }
+    }
   });
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -114,6 +114,8 @@ async def room_page(
         members = await room.members(db)
         if membership is not None and before is None:
             await membership.mark_read(db, room.last_seq)
+        # After mark_read, so this room's own unread count is already zero.
+        my_rooms = await Room.of_member(db, request.state.user)
     live = membership is not None and before is None
     return request.app.state.templates.TemplateResponse(
         request,
@@ -122,6 +124,7 @@ async def room_page(
             "room": room,
             "membership": membership,
             "members": members,
+            "my_rooms": my_rooms,
             "messages": messages,
             "before": before,
             "live": live,
