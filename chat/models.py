@@ -7,6 +7,7 @@ viewer's membership, so a room you may not see is simply not found.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     exists,
+    false,
     func,
     or_,
     select,
@@ -206,15 +208,17 @@ class Membership(Base):
     role: Mapped[str] = mapped_column(String(10), default=Role.MEMBER)
     # Everything up to this seq has been seen; unread = room.last_seq - last_read_seq.
     last_read_seq: Mapped[int] = mapped_column(default=0)
+    # A browser notification for every message here, not only for @mentions.
+    notify: Mapped[bool] = mapped_column(default=False, server_default=false())
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
     def is_owner(self) -> bool:
         return self.role == Role.OWNER
 
-    async def mark_read(self, db: AsyncSession, seq: int) -> None:
-        """Advance (never rewind) the read marker."""
-        await db.execute(
+    async def mark_read(self, db: AsyncSession, seq: int) -> bool:
+        """Advance (never rewind) the read marker; True when it moved."""
+        result = await db.execute(
             update(Membership)
             .where(
                 Membership.user_id == self.user_id,
@@ -225,6 +229,26 @@ class Membership(Base):
         )
         await db.commit()
         self.last_read_seq = max(self.last_read_seq, seq)
+        return result.rowcount > 0
+
+    async def set_notify(self, db: AsyncSession, notify: bool) -> None:
+        await db.execute(
+            update(Membership)
+            .where(Membership.user_id == self.user_id, Membership.room_id == self.room_id)
+            .values(notify=notify)
+        )
+        await db.commit()
+        self.notify = notify
+
+    @classmethod
+    async def users_named(cls, db: AsyncSession, room_id: int, names: set[str]) -> list[User]:
+        """The members of the room whose lower-cased usernames are in `names`."""
+        rows = await db.scalars(
+            select(User)
+            .join(cls, cls.user_id == User.id)
+            .where(cls.room_id == room_id, func.lower(User.username).in_(names))
+        )
+        return list(rows)
 
 
 class Message(Base):
@@ -246,9 +270,16 @@ class Message(Base):
 
     @classmethod
     async def post(
-        cls, db: AsyncSession, room_id: int, author: User, body: str, html: str
+        cls,
+        db: AsyncSession,
+        room_id: int,
+        author: User,
+        body: str,
+        html: str,
+        mentioned: Sequence[User] = (),
     ) -> Message | None:
-        """Insert a message with the room's next seq; None if `author` is not a member.
+        """Insert a message (and its @mentions) with the room's next seq; None if
+        `author` is not a member.
 
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
@@ -268,6 +299,9 @@ class Message(Base):
         message = cls(room_id=room_id, seq=seq, author_id=author.id, body=body, html=html)
         message.author = author
         db.add(message)
+        if mentioned:
+            await db.flush()
+            db.add_all(Mention(message_id=message.id, user_id=user.id) for user in mentioned)
         # Your own message is never unread for you.
         await db.execute(
             update(Membership)
@@ -297,3 +331,36 @@ class Message(Base):
             return list(rows)
         rows = await db.scalars(query.order_by(cls.seq.desc()).limit(limit))
         return list(reversed(rows.all()))
+
+
+class Mention(Base):
+    """An @mention of a member in a message (what sanitize.render highlighted)."""
+
+    __tablename__ = "mentions"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+    @classmethod
+    async def unread_counts(
+        cls, db: AsyncSession, user_id: int, room_id: int | None = None
+    ) -> dict[int, int]:
+        """room id → how many messages after the read marker mention `user_id`."""
+        query = (
+            select(Message.room_id, func.count())
+            .select_from(cls)
+            .join(Message, Message.id == cls.message_id)
+            .join(
+                Membership,
+                and_(Membership.room_id == Message.room_id, Membership.user_id == cls.user_id),
+            )
+            .where(cls.user_id == user_id, Message.seq > Membership.last_read_seq)
+            .group_by(Message.room_id)
+        )
+        if room_id is not None:
+            query = query.where(Message.room_id == room_id)
+        return {room: count for room, count in await db.execute(query)}

@@ -9,21 +9,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from chat.activity import UserStream
 from chat.auth import login_required, session_id
 from chat.messages import RoomStream
+from chat.presence import Presence
 from chat.routes.rooms import find_membership, int_param
 
 
 class RoomStreamResponse(EventSourceResponse):
     """An SSE response that is torn down as soon as its stream is cut off, even while
-    a write to a client that stopped reading is blocked."""
+    a write to a client that stopped reading is blocked. Its user counts as online
+    while it is open. Serves the room streams and the rooms page's UserStream."""
 
-    def __init__(self, stream: RoomStream, **kwargs: object) -> None:
+    def __init__(
+        self, stream: RoomStream | UserStream, presence: Presence, **kwargs: object
+    ) -> None:
         super().__init__(stream.frames(), **kwargs)
         self.stream = stream
+        self.presence = presence
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as task_group:
+        async with (
+            self.presence.connected(self.stream.user_id),
+            anyio.create_task_group() as task_group,
+        ):
 
             async def close_when_cut_off() -> None:
                 await self.stream.cut_off()
@@ -49,6 +58,7 @@ async def stream(request: Request) -> Response:
         request.app.state.messages.stream(
             room.id, membership.user_id, session_id(request.state.auth_session), after
         ),
+        request.app.state.presence,
         ping=settings.heartbeat_seconds,
         send_timeout=settings.send_timeout_seconds,
     )

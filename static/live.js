@@ -1,0 +1,307 @@
+// Presence, typing, unread counts, read markers, @mention highlights and browser
+// notifications. The pages work without this file: counts are then right on every
+// page load, and nothing else changes while you look.
+//
+// Frames for presence and typing are the same bytes for everyone in a room; this
+// file personalises them (your own name is never shown as typing). The rooms page
+// opens one stream (GET /events) for all of its rooms' counts.
+(function () {
+  "use strict";
+
+  var viewer = document.body.dataset.viewer || "";
+  var baseTitle = document.title;
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  function post(url, fields) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrfToken() },
+      body: new URLSearchParams(fields),
+    });
+  }
+
+  // "(3) general · Chat" while there is something you have not seen.
+  function showUnreadInTitle(count) {
+    document.title = count > 0 ? "(" + count + ") " + baseTitle : baseTitle;
+  }
+
+  // --- @mentions ------------------------------------------------------------------------
+
+  function highlightMentions(root) {
+    var me = viewer.toLowerCase();
+    root.querySelectorAll(".mention[data-username]").forEach(function (mention) {
+      if (!me || mention.dataset.username.toLowerCase() !== me) return;
+      mention.classList.add("mentions-me");
+      var message = mention.closest(".message");
+      if (message) message.classList.add("mentions-me");
+    });
+  }
+
+  // --- notifications: opt-in, only while hidden, one per message across tabs -------------
+
+  var NOTIFIED = "chat.notified";
+
+  function withNotifiedKeys(change) {
+    // Web Locks serialise tabs; without them two tabs could both notify (the
+    // notification tag still makes the second replace the first).
+    var run = function () {
+      var keys;
+      try {
+        keys = JSON.parse(localStorage.getItem(NOTIFIED) || "[]");
+      } catch (error) {
+        keys = [];
+      }
+      if (change(keys)) localStorage.setItem(NOTIFIED, JSON.stringify(keys.slice(-200)));
+    };
+    if (navigator.locks) navigator.locks.request(NOTIFIED, run);
+    else run();
+  }
+
+  // A tab showing the message marks it seen, so hidden tabs do not notify about it.
+  function markSeen(key) {
+    withNotifiedKeys(function (keys) {
+      if (keys.indexOf(key) !== -1) return false;
+      keys.push(key);
+      return true;
+    });
+  }
+
+  function notifyOnce(key, title, body, url) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    // Give a visible tab the moment it needs to mark the message seen first.
+    window.setTimeout(function () {
+      if (!document.hidden) return;
+      withNotifiedKeys(function (keys) {
+        if (keys.indexOf(key) !== -1) return false;
+        keys.push(key);
+        var notification = new Notification(title, { body: body, tag: "chat-" + key });
+        notification.onclick = function () {
+          window.focus();
+          window.location.href = url;
+          notification.close();
+        };
+        return true;
+      });
+    }, 300);
+  }
+
+  function showPermissionButtons() {
+    var ask = "Notification" in window && Notification.permission === "default";
+    document.querySelectorAll("[data-enable-notifications]").forEach(function (button) {
+      button.hidden = !ask;
+    });
+  }
+
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest || !event.target.closest("[data-enable-notifications]")) return;
+    Notification.requestPermission().then(showPermissionButtons);
+  });
+  document.addEventListener("htmx:afterSwap", showPermissionButtons);
+
+  // --- the room page ----------------------------------------------------------------------
+
+  var room = document.querySelector("[data-live-room]");
+
+  function roomLog() {
+    return document.getElementById("messages");
+  }
+
+  function newestSeq() {
+    var newest = roomLog().querySelector(":scope > article[data-seq]:last-of-type");
+    return newest ? Number(newest.dataset.seq) : 0;
+  }
+
+  // The read marker follows what a visible tab has shown (debounced; never goes back).
+  var readSent = 0;
+  var readTimer = null;
+  function markRead() {
+    window.clearTimeout(readTimer);
+    readTimer = window.setTimeout(function () {
+      var seq = newestSeq();
+      if (seq <= readSent || document.hidden) return;
+      readSent = seq;
+      post(room.dataset.readUrl, { seq: String(seq) });
+    }, 1000);
+  }
+
+  // Messages that arrived while the tab was hidden: counted in the title, and a
+  // "new messages" divider goes before the first of them.
+  var unseen = 0;
+  function arrivedUnseen(message) {
+    if (unseen === 0) {
+      var old = document.getElementById("new-messages");
+      if (old) old.remove();
+      var divider = document.createElement("p");
+      divider.className = "unread-divider";
+      divider.id = "new-messages";
+      divider.appendChild(document.createElement("span")).textContent = "New messages";
+      message.before(divider);
+    }
+    unseen += 1;
+    showUnreadInTitle(unseen);
+  }
+
+  var typists = [];
+  var typingVersion = 0;
+  function showTypists() {
+    var line = document.getElementById("typing");
+    if (!line) return;
+    var others = typists.filter(function (name) {
+      return name !== viewer;
+    });
+    if (others.length === 0) line.textContent = "";
+    else if (others.length === 1) line.textContent = others[0] + " is typing…";
+    else if (others.length === 2) line.textContent = others[0] + " and " + others[1] + " are typing…";
+    else line.textContent = "several people are typing…";
+  }
+
+  function onTyping(event) {
+    var state = JSON.parse(event.data);
+    if (state.version < typingVersion) return; // an older frame that overtook a newer one
+    typingVersion = state.version;
+    typists = state.typists;
+    showTypists();
+  }
+
+  function onPresence(event) {
+    var change = JSON.parse(event.data);
+    var label = document.querySelector('[data-presence="' + CSS.escape(change.user) + '"]');
+    if (!label) return;
+    var was = label.classList.contains("is-online");
+    label.classList.toggle("is-online", change.online);
+    label.textContent = change.online ? "online" : "offline";
+    var status = document.getElementById("presence-status");
+    if (status && was !== change.online && change.user !== viewer) {
+      status.textContent = change.user + (change.online ? " is online" : " went offline");
+    }
+  }
+
+  if (room) {
+    readSent = newestSeq(); // the server marked the room read when it rendered the page
+    var typingLine = document.getElementById("typing");
+    if (typingLine && typingLine.dataset.typists) onTyping({ data: typingLine.dataset.typists });
+
+    document.addEventListener("htmx:sseOpen", function (event) {
+      // A new connection (possibly to a restarted server): take its versions as they come.
+      typingVersion = 0;
+      event.detail.source.addEventListener("typing", onTyping);
+      event.detail.source.addEventListener("presence", onPresence);
+    });
+
+    document.addEventListener("htmx:sseMessage", function (event) {
+      var seq = Number(event.detail.lastEventId);
+      var message = seq && document.getElementById("message-" + seq);
+      if (!message) return;
+      highlightMentions(message);
+      var author = message.dataset.author;
+      // Their message is here: they have stopped typing, whatever the next frame says.
+      typists = typists.filter(function (name) {
+        return name !== author;
+      });
+      showTypists();
+      if (author === viewer) return;
+      var key = room.dataset.liveRoom + ":" + seq;
+      if (!document.hidden) {
+        markSeen(key);
+        markRead();
+        return;
+      }
+      arrivedUnseen(message);
+      var form = document.getElementById("notify-form");
+      var everyMessage = form && form.dataset.notify === "on";
+      if (everyMessage || message.classList.contains("mentions-me")) {
+        var text = message.querySelector(".body");
+        notifyOnce(
+          key,
+          author + " in " + room.dataset.roomName,
+          text ? text.textContent.trim().slice(0, 140) : "",
+          window.location.pathname + "#message-" + seq
+        );
+      }
+    });
+
+    document.addEventListener("visibilitychange", function () {
+      if (document.hidden) return;
+      unseen = 0;
+      showUnreadInTitle(0);
+      markRead();
+    });
+
+    // Typing notices only while there is text (hx-trigger cannot filter without eval).
+    document.addEventListener("htmx:beforeRequest", function (event) {
+      if (event.target.id === "composer-body" && event.target.value.trim() === "") {
+        event.preventDefault();
+      }
+    });
+  }
+
+  // --- the rooms page: one stream for every room's counts --------------------------------
+
+  function setBadge(link, selector, className, text) {
+    var badge = link.querySelector(selector);
+    if (!text) {
+      if (badge) badge.remove();
+      return;
+    }
+    if (!badge) {
+      badge = document.createElement("span");
+      badge.className = className;
+      badge.setAttribute(selector.slice(1, -1), "");
+      link.appendChild(badge);
+    }
+    badge.textContent = text;
+  }
+
+  function totalUnread() {
+    var total = 0;
+    document.querySelectorAll("[data-room-id][data-unread]").forEach(function (link) {
+      total += Number(link.dataset.unread);
+    });
+    return total;
+  }
+
+  var roomsPage = document.querySelector("[data-user-stream]");
+  if (roomsPage && window.EventSource) {
+    var counts = new EventSource(roomsPage.dataset.userStream);
+    counts.addEventListener("unread", function (event) {
+      var state = JSON.parse(event.data);
+      var link = document.querySelector('[data-room-id="' + Number(state.room) + '"]');
+      if (!link) return;
+      if (state.unread > 0) link.dataset.unread = String(state.unread);
+      else delete link.dataset.unread;
+      setBadge(link, "[data-unread-badge]", "badge", state.unread > 0 ? state.unread + " unread" : "");
+      setBadge(
+        link,
+        "[data-mention-badge]",
+        "badge badge-mention",
+        state.mentions > 0 ? state.mentions + (state.mentions === 1 ? " @mention" : " @mentions") : ""
+      );
+      showUnreadInTitle(totalUnread());
+    });
+    counts.addEventListener("notify", function (event) {
+      var message = JSON.parse(event.data);
+      if (!document.hidden) return;
+      notifyOnce(
+        message.room + ":" + message.seq,
+        message.title,
+        message.body,
+        "/rooms/" + Number(message.room) + "#message-" + Number(message.seq)
+      );
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    highlightMentions(document);
+    showPermissionButtons();
+    if (room) {
+      markRead();
+      var divider = document.getElementById("new-messages");
+      if (divider && !window.location.hash) divider.scrollIntoView({ block: "start" });
+    }
+  });
+})();

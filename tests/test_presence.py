@@ -1,0 +1,122 @@
+"""Presence: online while any of a user's streams is open, on any worker; offline a
+grace period after the last one closes, or a TTL after their worker died."""
+
+import asyncio
+import json
+import secrets
+
+import pytest
+
+from tests.conftest import TEST_SECRET_KEY
+from tests.support import LiveServer, Person, client_for, empty_postgres_tables, open_stream
+from tests.test_streams import room_with
+
+GRACE = 1
+
+
+@pytest.fixture
+def server_env(server_env):
+    return {**server_env, "CHAT_PRESENCE_GRACE_SECONDS": str(GRACE)}
+
+
+def presence(event):
+    return json.loads(event.data)
+
+
+async def test_member_is_online_while_any_tab_is_open_and_offline_after_the_last(visitors):
+    room_id, (alice, bob) = await room_with(visitors, "alice", "bob")
+    url = f"/rooms/{room_id}/events"
+    async with open_stream(alice.client, url) as alice_tab:
+        async with open_stream(bob.client, url):
+            assert presence(await alice_tab.next_of("presence")) == {"user": "bob", "online": True}
+            async with open_stream(bob.client, "/events"):  # the rooms page counts too
+                pass
+            # One tab closed, one open: bob stays online well past the grace period.
+            await asyncio.sleep(GRACE + 1)
+            await alice.say(room_id, "still there?")
+            assert (await alice_tab.next()).event == "message"
+        assert presence(await alice_tab.next_of("presence")) == {"user": "bob", "online": False}
+
+
+async def test_a_reload_within_the_grace_period_does_not_flicker(visitors):
+    room_id, (alice, bob) = await room_with(visitors, "alice", "bob")
+    url = f"/rooms/{room_id}/events"
+    async with open_stream(alice.client, url) as alice_tab:
+        async with open_stream(bob.client, url):
+            assert presence(await alice_tab.next_of("presence"))["online"] is True
+        async with open_stream(bob.client, url):  # the reloaded page's stream
+            await asyncio.sleep(GRACE + 1)
+            await alice.say(room_id, "no flicker")
+            assert (await alice_tab.next()).event == "message"
+
+
+async def test_the_member_list_says_who_is_online_in_words(visitors):
+    room_id, (alice, bob) = await room_with(visitors, "alice", "bob")
+    page = (await bob.get(f"/rooms/{room_id}")).text
+    assert '<span class="presence" data-presence="alice">offline</span>' in page
+    assert '<span class="presence is-online" data-presence="bob">online</span>' in page
+    async with (
+        open_stream(bob.client, f"/rooms/{room_id}/events") as bob_tab,
+        open_stream(alice.client, f"/rooms/{room_id}/events"),
+    ):
+        await bob_tab.next_of("presence")
+        page = (await bob.get(f"/rooms/{room_id}")).text
+        assert '<span class="presence is-online" data-presence="alice">online</span>' in page
+    assert 'id="presence-status" class="visually-hidden" role="status"' in page
+
+
+async def test_presence_goes_out_on_every_room_of_the_user(visitors):
+    alice, bob = await visitors("alice"), await visitors("bob")
+    first, second = await alice.create_room("first"), await alice.create_room("second")
+    await bob.join(first)
+    await bob.join(second)
+    async with (
+        open_stream(alice.client, f"/rooms/{first}/events") as first_tab,
+        open_stream(alice.client, f"/rooms/{second}/events") as second_tab,
+        open_stream(bob.client, "/events"),
+    ):
+        for tab in (first_tab, second_tab):
+            assert presence(await tab.next_of("presence")) == {"user": "bob", "online": True}
+
+
+async def test_presence_is_shared_by_workers_and_a_killed_workers_users_go_offline(
+    postgres_url, redis_url, tmp_path
+):
+    empty_postgres_tables(postgres_url)
+    ttl = 3
+    env = {
+        "CHAT_DATABASE_URL": postgres_url,
+        "CHAT_SECRET_KEY": TEST_SECRET_KEY,
+        "CHAT_BROKER_URL": redis_url,
+        "CHAT_BROKER_PREFIX": f"chat-test-{secrets.token_hex(6)}:",
+        "CHAT_PRESENCE_GRACE_SECONDS": str(GRACE),
+        "CHAT_PRESENCE_TTL_SECONDS": str(ttl),
+    }
+    one = LiveServer(env, log_path=tmp_path / "one.log")
+    two = LiveServer(env, log_path=tmp_path / "two.log")
+    try:
+        one.start()
+        two.start()
+        async with (
+            client_for(one.url, timeout=30) as on_one,
+            client_for(two.url, timeout=30) as on_two,
+        ):
+            alice = await Person(on_one, "alice").signup()
+            bob = await Person(on_two, "bob").signup()  # on the worker that will be killed
+            room_id = await alice.create_room("general")
+            await bob.join(room_id)
+            url = f"/rooms/{room_id}/events"
+            async with open_stream(alice.client, url) as alice_tab:
+                async with open_stream(bob.client, url):
+                    online = presence(await alice_tab.next_of("presence"))
+                    assert online == {"user": "bob", "online": True}
+                    page = (await bob.get(f"/rooms/{room_id}")).text  # worker two
+                    assert 'data-presence="alice">online<' in page
+                    two.process.kill()  # no goodbye: bob's entries simply stop being refreshed
+                    two.process.wait()
+                # Offline within the TTL plus one sweep (the bound is generous on purpose).
+                offline = presence(await alice_tab.next_of("presence", timeout=ttl + 15))
+                assert offline == {"user": "bob", "online": False}
+    finally:
+        one.stop()
+        two.stop()
