@@ -107,3 +107,44 @@ class Visitor:
         await self.page.set_viewport_size(NARROW)
         await self.page.screenshot(path=SCREENSHOTS / f"{name}-narrow.png", full_page=True)
         await self.page.set_viewport_size(wide)
+
+
+# What has focus, as a person sees it: its name, and whether a focus ring shows on screen.
+FOCUS_SCRIPT = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const label = e.labels && e.labels.length ? e.labels[0].textContent : "";
+  const style = getComputedStyle(e);
+  const box = e.getBoundingClientRect();
+  return {
+    name: (e.getAttribute("aria-label") || label || e.textContent || e.placeholder || "")
+      .replace(/\\s+/g, " ").trim(),
+    id: e.id,
+    ring: style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2,
+    onScreen: box.bottom > 0 && box.top < window.innerHeight && box.width > 0,
+  };
+}"""
+
+
+async def focused(page: Page) -> dict:
+    """The focused element; fails when focus was lost to the page or cannot be seen."""
+    focus = await page.evaluate(FOCUS_SCRIPT)
+    assert focus is not None, f"focus lost on {page.url}"
+    assert focus["ring"] and focus["onScreen"], f"focus not visible: {focus}"
+    return focus
+
+
+async def press(page: Page, key: str) -> dict:
+    await page.keyboard.press(key)
+    return await focused(page)
+
+
+async def tab_to(page: Page, name: str, *, key: str = "Tab", limit: int = 40) -> dict:
+    """Presses Tab (or Shift+Tab) until the element called `name` has focus."""
+    stops = []
+    for _ in range(limit):
+        focus = await press(page, key)
+        if focus["name"] == name:
+            return focus
+        stops.append(focus["name"])
+    raise AssertionError(f"{name!r} is not a Tab stop on {page.url}; stops: {stops}")
