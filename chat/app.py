@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -15,8 +16,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat.auth import CSRFMiddleware
-from chat.broker import create_broker
-from chat.db import create_engine, create_sessionmaker
+from chat.broker import BrokerUnavailable, create_broker
+from chat.db import create_engine, create_sessionmaker, is_disconnect
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.messages import MessagePath
 from chat.routes import routes
@@ -79,6 +80,21 @@ async def render_error(request: Request, exc: Exception) -> Response:
     )
 
 
+UNAVAILABLE = {
+    BrokerUnavailable: "Live delivery is down for a moment; nothing was sent. Try again.",
+    DBAPIError: "The database is unavailable for a moment. Try again.",
+}
+
+
+async def render_unavailable(request: Request, exc: Exception) -> Response:
+    """503 for a backing service that is down (the request may be retried); any other
+    database error is a bug and stays a 500."""
+    if isinstance(exc, DBAPIError) and not is_disconnect(exc):
+        raise exc
+    detail = next(text for kind, text in UNAVAILABLE.items() if isinstance(exc, kind))
+    return await render_error(request, HTTPException(503, detail, {"Retry-After": "1"}))
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
@@ -86,7 +102,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        broker = create_broker(settings.broker_url, settings.subscriber_queue_size)
+        broker = create_broker(
+            settings.broker_url, settings.subscriber_queue_size, settings.broker_prefix
+        )
         app.state.db = create_sessionmaker(engine)
         app.state.broker = broker
         app.state.messages = MessagePath(
@@ -113,7 +131,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_body_bytes=settings.max_form_bytes,
             ),
         ],
-        exception_handlers={HTTPException: render_error},
+        exception_handlers={
+            HTTPException: render_error,
+            BrokerUnavailable: render_unavailable,
+            DBAPIError: render_unavailable,
+        },
     )
     app.state.settings = settings
     app.state.templates = create_templates()

@@ -17,10 +17,18 @@ from dataclasses import dataclass
 
 import structlog
 from jinja2 import Environment
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import events, sanitize
-from chat.broker import Broker, SubscriptionOverflow, room_channel, user_channel
+from chat.broker import (
+    Broker,
+    BrokerUnavailable,
+    SubscriptionOverflow,
+    room_channel,
+    user_channel,
+)
+from chat.db import is_disconnect
 from chat.models import Message, User
 
 log = structlog.get_logger("chat.messages")
@@ -73,14 +81,41 @@ class MessagePath:
     async def post(self, room_id: int, author: User, raw_body: str) -> Message | None:
         """Store and broadcast a message; None when `author` is not in the room.
 
-        Raises InvalidMessage for text that cannot be posted."""
+        Raises InvalidMessage for text that cannot be posted, and BrokerUnavailable
+        (or a database disconnect) when it was not stored: the answer is then 503
+        and sending again is safe. Once stored, a message is never reported as
+        failed, because it will reach every stream: if its publish fails, every
+        stream that may miss it is cut off and replays it (see RedisBroker)."""
         body = clean_body(raw_body, self.max_chars)
-        async with self.db() as db:
-            message = await Message.post(db, room_id, author, body, sanitize.render(body))
+        if not self.broker.is_up:
+            raise BrokerUnavailable("refusing to store a message that could not go live")
+        try:
+            async with self.db() as db:
+                message = await Message.post(db, room_id, author, body, sanitize.render(body))
+        except DBAPIError as exc:
+            if is_disconnect(exc):
+                await self._republish_newest(room_id)
+            raise
         if message is not None:
-            await self.broker.publish(room_channel(room_id), self.frame(message))
+            try:
+                await self.broker.publish(room_channel(room_id), self.frame(message))
+            except BrokerUnavailable:
+                log.warning("message.publish_deferred", room_id=room_id, seq=message.seq)
             log.info("message.posted", room_id=room_id, seq=message.seq, user_id=author.id)
         return message
+
+    async def _republish_newest(self, room_id: int) -> None:
+        """After a connection died during a post, the COMMIT may or may not have
+        happened. Publishing the room's newest message makes every stream fill any
+        gap up to it from SQL, so a message that did commit is not left unseen
+        until the room's next one. Best effort: the database may still be down."""
+        try:
+            async with self.db() as db:
+                newest = await Message.page(db, room_id, limit=1)
+            if newest:
+                await self.broker.publish(room_channel(room_id), self.frame(newest[0]))
+        except (DBAPIError, BrokerUnavailable):
+            log.warning("message.republish_failed", room_id=room_id)
 
     async def replay(
         self, room_id: int, after: int, before: int | None = None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
 DEFAULT_BROKER_URL = "memory://"
+DEFAULT_BROKER_PREFIX = "chat:"
 DEFAULT_SECRET_KEY_FILE = ".chat-secret-key"  # noqa: S105 (a path, not a secret)
 
 
@@ -36,6 +37,9 @@ def load_or_create_secret_key(path: Path) -> str:
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
+    # Redis pub/sub channels are global to a Redis server (not per database number),
+    # so every deployment (and test run) sharing one needs its own prefix.
+    broker_prefix: str = DEFAULT_BROKER_PREFIX
     secret_key: str = field(default="", repr=False)
     log_level: str = "INFO"
     # Messages longer than this are refused rather than truncated.
@@ -58,6 +62,7 @@ class Settings:
         return cls(
             database_url=env.get("CHAT_DATABASE_URL", DEFAULT_DATABASE_URL),
             broker_url=env.get("CHAT_BROKER_URL", DEFAULT_BROKER_URL),
+            broker_prefix=env.get("CHAT_BROKER_PREFIX", DEFAULT_BROKER_PREFIX),
             secret_key=secret_key,
             log_level=env.get("CHAT_LOG_LEVEL", "INFO").upper(),
             subscriber_queue_size=int(env.get("CHAT_SUBSCRIBER_QUEUE_SIZE", "256")),

@@ -1,13 +1,23 @@
-"""Fixtures: an app on a fresh database per test, people using it, and a real server."""
+"""Fixtures: an app on a fresh database per test, people using it, and a real server.
+
+Every test that uses the database runs twice, once per backend: SQLite + the
+in-process broker (one worker) and PostgreSQL + Redis (what scaling out uses).
+PostgreSQL: one new database per test run, migrated once, emptied before each
+test. Redis: a channel prefix of its own per test. When either service is down
+the PostgreSQL variant is skipped, which under CI=true is a failure.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
@@ -15,27 +25,78 @@ from chat.app import create_app
 from chat.db import create_engine
 from chat.models import Base
 from chat.settings import Settings
-from tests.support import LiveServer, Person, client_for, migrate
+from tests.support import (
+    REDIS_URL,
+    LiveServer,
+    Person,
+    client_for,
+    empty_postgres_tables,
+    migrate,
+    postgres_database,
+)
 
 TEST_SECRET_KEY = "test-secret-key-not-for-production"
 BASE_URL = "http://testserver"
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """This run's PostgreSQL database (`chat_test_<random>`), migrated; dropped at the end."""
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_database())
+        except OSError as exc:
+            pytest.skip(f"PostgreSQL is not reachable: {exc}")
+        migrate({"CHAT_DATABASE_URL": url})
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, secret_key=TEST_SECRET_KEY)
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+    url = request.getfixturevalue("postgres_url")
+    empty_postgres_tables(url)
+    return url
+
+
+@pytest.fixture
+def broker_env(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    if backend == "sqlite":
+        return {}
+    return {
+        "CHAT_BROKER_URL": request.getfixturevalue("redis_url"),
+        "CHAT_BROKER_PREFIX": f"chat-test-{secrets.token_hex(6)}:",
+    }
+
+
+@pytest.fixture
+def settings(database_url: str, broker_env: dict[str, str]) -> Settings:
+    return Settings.from_env(
+        {"CHAT_DATABASE_URL": database_url, "CHAT_SECRET_KEY": TEST_SECRET_KEY, **broker_env}
+    )
 
 
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.database_url)
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
+    if settings.is_sqlite:  # PostgreSQL's run database is migrated once and emptied per test
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
     yield engine
     await engine.dispose()
 
@@ -69,18 +130,20 @@ async def anonymous(app: Starlette) -> AsyncIterator[Person]:
 
 
 @pytest.fixture
-def server_env(tmp_path: Path) -> dict[str, str]:
+def server_env(database_url: str, broker_env: dict[str, str]) -> dict[str, str]:
     return {
-        "CHAT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
+        "CHAT_DATABASE_URL": database_url,
         "CHAT_SECRET_KEY": TEST_SECRET_KEY,
         "CHAT_LOG_LEVEL": "INFO",
+        **broker_env,
     }
 
 
 @pytest.fixture
 def live_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
     """A migrated database and `chat serve` on a free port (its log in tmp_path)."""
-    migrate(server_env)
+    if server_env["CHAT_DATABASE_URL"].startswith("sqlite"):
+        migrate(server_env)
     server = LiveServer(server_env, log_path=tmp_path / "server.log").start()
     yield server
     server.stop()

@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# The local services (DEVELOPERS.md); each test run works in a database of its own and
+# under a Redis channel prefix of its own, so runs beside each other do not meet.
+POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_SERVER", "postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+T = TypeVar("T")
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 PASSWORD = "correct horse battery"
 
@@ -121,6 +130,43 @@ class LiveServer:
                 self.process.wait()
 
 
+@dataclass
+class RedisServer:
+    """A private `redis-server` on a free port: one that a test may stop and start again
+    (the shared one on 6379 is left alone)."""
+
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self.process = subprocess.Popen(
+            [
+                *("redis-server", "--bind", "127.0.0.1", "--port", str(self.port)),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
 def migrate(env: dict[str, str]) -> None:
     subprocess.run(
         [sys.executable, "-m", "chat", "db", "upgrade"],
@@ -129,6 +175,58 @@ def migrate(env: dict[str, str]) -> None:
         check=True,
         capture_output=True,
     )
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def postgres_dsn(database: str) -> str:
+    return f"postgresql://{POSTGRES_SERVER}/{database}"
+
+
+@contextmanager
+def postgres_database(purpose: str = "test") -> Iterator[str]:
+    """A new, empty database (`chat_<purpose>_<random>`) as a SQLAlchemy URL; dropped
+    afterwards, with whatever connections are still open to it."""
+    name = f"chat_{purpose}_{secrets.token_hex(4)}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(postgres_dsn("postgres"), timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    run_apart(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://{POSTGRES_SERVER}/{name}"
+    finally:
+        run_apart(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def empty_postgres_tables(database_url: str) -> None:
+    """Every table emptied and its ids restarted (much faster than recreating the schema)."""
+
+    async def truncate() -> None:
+        connection = await asyncpg.connect(database_url.replace("+asyncpg", ""), timeout=5)
+        try:
+            tables = await connection.fetch(
+                "SELECT quote_ident(tablename) AS name FROM pg_tables "
+                "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            )
+            names = ", ".join(row["name"] for row in tables)
+            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        finally:
+            await connection.close()
+
+    run_apart(truncate())
+
+
+def run_apart(coroutine: Coroutine[object, object, T]) -> T:
+    """Run a coroutine to completion from synchronous code, even while a test's event
+    loop exists (on a thread of its own, so that loop is left alone)."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 # --- Server-Sent Events -------------------------------------------------------------------
