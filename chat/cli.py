@@ -1,4 +1,4 @@
-"""`chat serve | db upgrade | create-user`."""
+"""`chat serve | db upgrade | create-user | seed | bench`."""
 
 from __future__ import annotations
 
@@ -93,6 +93,35 @@ def db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
+def seed(args: argparse.Namespace) -> int:
+    from chat import bench
+
+    asyncio.run(
+        bench.seed(
+            Settings.from_env().database_url,
+            rooms=args.rooms,
+            users=args.users,
+            messages=args.messages,
+            rng_seed=args.seed,
+        )
+    )
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from chat import bench
+
+    bench.main(args.scenario, username=args.user, requests=args.requests)
+    return 0
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="chat", description="A real-time chat server.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +141,27 @@ def main(argv: list[str] | None = None) -> None:
     user_parser = commands.add_parser("create-user", help="add an account (asks the password)")
     user_parser.add_argument("username")
     user_parser.set_defaults(run=create_user)
+
+    seed_parser = commands.add_parser(
+        "seed", help="fill a migrated database with realistic chat history for benchmarks"
+    )
+    seed_parser.add_argument("--rooms", type=_positive, default=20)
+    seed_parser.add_argument("--users", type=_positive, default=200)
+    seed_parser.add_argument("--messages", type=_positive, default=100_000)
+    seed_parser.add_argument("--seed", type=int, default=0, help="random seed (same data)")
+    seed_parser.set_defaults(run=seed)
+
+    from chat.bench import SCENARIOS
+
+    bench_parser = commands.add_parser("bench", help="measure a scenario against the database")
+    bench_parser.add_argument(
+        "scenario",
+        choices=sorted(SCENARIOS),
+        help="; ".join(f"{name}: {about}" for name, (about, _) in sorted(SCENARIOS.items())),
+    )
+    bench_parser.add_argument("--requests", type=_positive, default=200, help="per measurement")
+    bench_parser.add_argument("--user", default="user00001", help="a seeded account")
+    bench_parser.set_defaults(run=run_bench)
 
     args = parser.parse_args(argv)
     sys.exit(args.run(args))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    DDL,
     DateTime,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    event,
     exists,
     false,
     func,
@@ -29,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -148,6 +151,13 @@ class Room(Base):
             )
         ).first()
         return None if row is None else (row[0], row[1])
+
+    @classmethod
+    def readable_by(cls, user: User) -> Select[tuple[int]]:
+        """The ids of every room `user` may read: public rooms and the rooms they are in
+        (the same rule as `visible_to`, for queries across rooms such as search)."""
+        is_member = exists().where(Membership.room_id == cls.id, Membership.user_id == user.id)
+        return select(cls.id).where(or_(~cls.is_private, is_member))
 
     @classmethod
     async def of_member(cls, db: AsyncSession, user: User) -> list[tuple[Room, Membership]]:
@@ -332,6 +342,14 @@ class Message(Base):
         rows = await db.scalars(query.order_by(cls.seq.desc()).limit(limit))
         return list(reversed(rows.all()))
 
+    @classmethod
+    async def around(cls, db: AsyncSession, room_id: int, seq: int, limit: int) -> list[Message]:
+        """About `limit` messages centred on `seq` (which is included when it exists),
+        oldest first: what a permalink opens."""
+        older = await cls.page(db, room_id, before=seq + 1, limit=limit // 2 + 1)
+        newer = await cls.page(db, room_id, after=seq, limit=limit - len(older))
+        return older + newer
+
 
 class Mention(Base):
     """An @mention of a member in a message (what sanitize.render highlighted)."""
@@ -364,3 +382,51 @@ class Mention(Base):
         if room_id is not None:
             query = query.where(Message.room_id == room_id)
         return {room: count for room, count in await db.execute(query)}
+
+
+# Full-text search over message bodies. The database keeps the index in step with
+# `messages` itself, inside the transaction of every INSERT, UPDATE and DELETE, so no
+# code path can forget it. SQLite: an external-content FTS5 table (the text is stored
+# once, in messages.body) kept by triggers. PostgreSQL: a generated tsvector column with
+# a GIN index; words are runs of letters and digits there too (its own parser would keep
+# "example.org" or "foo-bar" whole), so a search finds the same messages on both.
+# These statements run after `create_all` creates `messages`; migration a1c0search0001
+# creates the same objects (tests/test_search_index.py compares them).
+SEARCH_INDEX_DDL = {
+    "sqlite": (
+        "CREATE VIRTUAL TABLE messages_fts USING fts5("
+        "body, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+        "INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body); END",
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+        "INSERT INTO messages_fts(messages_fts, rowid, body) VALUES ('delete', old.id, old.body); "
+        "END",
+        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF body ON messages BEGIN "
+        "INSERT INTO messages_fts(messages_fts, rowid, body) VALUES ('delete', old.id, old.body); "
+        "INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body); END",
+    ),
+    "postgresql": (
+        "ALTER TABLE messages ADD COLUMN search_vector tsvector GENERATED ALWAYS AS "
+        "(to_tsvector('simple'::regconfig, regexp_replace(body, '[^[:alnum:]]+', ' ', 'g'))) "
+        "STORED",
+        "CREATE INDEX ix_messages_search_vector ON messages USING gin (search_vector)",
+    ),
+}
+# Schema objects that live outside the models: Alembic's autogenerate must not call
+# them drift (migrations/env.py). FTS5 keeps its index in these shadow tables.
+SEARCH_INDEX_OBJECTS = frozenset(
+    {
+        "messages_fts",
+        "messages_fts_data",
+        "messages_fts_idx",
+        "messages_fts_docsize",
+        "messages_fts_config",
+        "search_vector",
+        "ix_messages_search_vector",
+    }
+)
+for _dialect, _statements in SEARCH_INDEX_DDL.items():
+    for _statement in _statements:
+        event.listen(
+            Message.__table__, "after_create", DDL(_statement).execute_if(dialect=_dialect)
+        )

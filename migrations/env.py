@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from chat.db import create_engine
-from chat.models import Base
+from chat.models import SEARCH_INDEX_OBJECTS, Base
 from chat.settings import DEFAULT_DATABASE_URL
 
 config = context.config
@@ -26,6 +26,12 @@ def database_url() -> str:
     )
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """The search index (FTS5 tables, tsvector column, GIN index) is made by raw DDL
+    beside the models, so autogenerate must not take it for drift."""
+    return name not in SEARCH_INDEX_OBJECTS
+
+
 def run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -33,6 +39,7 @@ def run_migrations(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode copies the table.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chat.routes import events, health, messages, rooms, sessions
+from chat.routes import events, health, messages, rooms, search, sessions
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
@@ -31,7 +31,10 @@ routes = [
         name="remove_member",
     ),
     Route("/rooms/{room_id:int}/messages", messages.create, methods=["POST"], name="post_message"),
-    Route("/rooms/{room_id:int}/messages", messages.older, methods=["GET"], name="older_messages"),
+    Route(
+        "/rooms/{room_id:int}/messages", messages.history, methods=["GET"], name="message_history"
+    ),
     Route("/rooms/{room_id:int}/events", events.stream, name="room_events"),
+    Route("/search", search.page, name="search"),
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
 ]

@@ -45,16 +45,25 @@ def _composer(
 
 
 @login_required
-async def older(request: Request) -> Response:
-    """The page of messages before `before`, with its own "older" link: a fragment."""
+async def history(request: Request) -> Response:
+    """A fragment of history: the page of messages before `before` with its own "older"
+    link, or the page after `after` with its own "newer" link."""
     room, _ = await find_room(request)
     before = int_param(request.query_params.get("before"), "before")
-    if before is None:
-        raise HTTPException(400, "before is required.")
+    after = int_param(request.query_params.get("after"), "after")
+    if (before is None) == (after is None):
+        raise HTTPException(400, "Give exactly one of before and after.")
     async with request.app.state.db() as db:
         messages = await Message.page(
-            db, room.id, before=before, limit=request.app.state.settings.page_size
+            db, room.id, before=before, after=after, limit=request.app.state.settings.page_size
         )
     return request.app.state.templates.TemplateResponse(
-        request, "messages/_page.html", {"room": room, "messages": messages}
+        request,
+        "messages/_page.html",
+        {
+            "room": room,
+            "messages": messages,
+            "older_link": before is not None,
+            "newer_link": after is not None,
+        },
     )

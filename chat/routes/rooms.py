@@ -106,17 +106,27 @@ async def room_page(
     error: str = "",
     status: int = 200,
 ) -> Response:
-    """The room page; with `?before=SEQ`, the history page that ends just before SEQ."""
+    """The room page: the newest messages; with `?at=SEQ` the messages around SEQ (a
+    permalink), with `?before=SEQ` or `?after=SEQ` the history page next to SEQ.
+    Only a page that shows the newest message goes live and marks the room read."""
     settings = request.app.state.settings
+    at = int_param(request.query_params.get("at"), "at")
+    after = int_param(request.query_params.get("after"), "after")
     before = int_param(request.query_params.get("before"), "before")
     async with request.app.state.db() as db:
-        messages = await Message.page(db, room.id, before=before, limit=settings.page_size)
+        if at is not None:
+            messages = await Message.around(db, room.id, at, settings.page_size)
+        else:
+            messages = await Message.page(
+                db, room.id, before=before, after=after, limit=settings.page_size
+            )
+        shows_newest = (messages[-1].seq if messages else 0) >= room.last_seq
         members = await room.members(db)
-        if membership is not None and before is None:
+        if membership is not None and shows_newest:
             await membership.mark_read(db, room.last_seq)
         # After mark_read, so this room's own unread count is already zero.
         my_rooms = await Room.of_member(db, request.state.user)
-    live = membership is not None and before is None
+    live = membership is not None and shows_newest
     return request.app.state.templates.TemplateResponse(
         request,
         "rooms/show.html",
@@ -126,7 +136,8 @@ async def room_page(
             "members": members,
             "my_rooms": my_rooms,
             "messages": messages,
-            "before": before,
+            "at": at,
+            "shows_newest": shows_newest,
             "live": live,
             "last_seq": messages[-1].seq if messages else (before or room.last_seq + 1) - 1,
             "error": error,

@@ -1,0 +1,40 @@
+"""The search page: one shareable URL, a plain GET form; htmx swaps in only the results."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chat.auth import login_required
+from chat.routes.rooms import int_param
+from chat.search import MAX_QUERY_CHARS, parse, search
+
+# Control characters are never part of a word; PostgreSQL refuses NUL outright.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@login_required
+async def page(request: Request) -> Response:
+    text = _CONTROL_CHARACTERS.sub(" ", request.query_params.get("q", "")).strip()
+    if len(text) > MAX_QUERY_CHARS:
+        raise HTTPException(400, f"Searches can be at most {MAX_QUERY_CHARS} characters.")
+    before = int_param(request.query_params.get("before"), "before")
+    query = parse(text)
+    async with request.app.state.db() as db:
+        results = await search(db, request.state.user, query, before_id=before)
+    # htmx restoring history from the server wants the whole page, not the fragment.
+    headers = request.headers
+    partial = "hx-request" in headers and "hx-history-restore-request" not in headers
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "search/_results.html" if partial else "search/page.html",
+        {
+            "search_text": text,
+            "search_results": results,
+            "query": query,
+            "before": before,
+        },
+    )
