@@ -387,7 +387,9 @@ class Mention(Base):
 # Full-text search over message bodies. The database keeps the index in step with
 # `messages` itself, inside the transaction of every INSERT, UPDATE and DELETE, so no
 # code path can forget it. SQLite: an external-content FTS5 table (the text is stored
-# once, in messages.body) kept by triggers. PostgreSQL: a generated tsvector column with
+# once, in messages.body) kept by triggers, with indexes of 2- and 3-letter prefixes
+# (a search's last word is a prefix; without them "th" merges thousands of words' lists).
+# PostgreSQL: a generated tsvector column with
 # a GIN index; words are runs of letters and digits there too (its own parser would keep
 # "example.org" or "foo-bar" whole), so a search finds the same messages on both.
 # These statements run after `create_all` creates `messages`; migration a1c0search0001
@@ -395,7 +397,8 @@ class Mention(Base):
 SEARCH_INDEX_DDL = {
     "sqlite": (
         "CREATE VIRTUAL TABLE messages_fts USING fts5("
-        "body, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+        "body, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2', "
+        "prefix='2 3')",
         "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
         "INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body); END",
         "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "

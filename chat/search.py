@@ -145,7 +145,8 @@ def parse(raw: str) -> Query:
         else:
             parts.add_text(match["word"], negated=negated, word=True)
     terms = parts.terms
-    if parts.last_word is not None:
+    # A one-letter prefix would match a large part of the vocabulary: too slow to merge.
+    if parts.last_word is not None and len("".join(terms[parts.last_word].tokens)) > 1:
         last = terms[parts.last_word]
         terms[parts.last_word] = Term(last.text, last.tokens, prefix=True)
     return Query(

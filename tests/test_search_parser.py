@@ -35,10 +35,10 @@ def test_a_minus_excludes_a_word_or_a_phrase():
 
 def test_every_operator_together():
     query = parse(
-        'from:@Bob in:"Random  Talk" before:2026-11-01 after:2026-10-01 has:link is:mention x'
+        'from:@Bob in:"Random  Talk" before:2026-11-01 after:2026-10-01 has:link is:mention xy'
     )
     assert query == Query(
-        terms=(Term("x", ("x",), prefix=True),),
+        terms=(Term("xy", ("xy",), prefix=True),),
         authors=("Bob",),
         rooms=("Random Talk",),
         before=date(2026, 11, 1),
@@ -117,3 +117,7 @@ def test_snippets_of_long_messages_start_near_the_first_match():
     marked = str(snippet(body, parse('"needle"')))
     assert marked.startswith("…filler") and marked.endswith("…")
     assert "<mark>needle</mark>" in marked
+
+
+def test_a_one_letter_last_word_is_a_whole_word():
+    assert parse("plan a").terms[-1] == Term("a", ("a",))

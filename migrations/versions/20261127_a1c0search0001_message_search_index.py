@@ -22,7 +22,8 @@ depends_on: str | Sequence[str] | None = None
 
 SQLITE_UPGRADE = (
     "CREATE VIRTUAL TABLE messages_fts USING fts5("
-    "body, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    "body, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2', "
+    "prefix='2 3')",
     "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
     "INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body); END",
     "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
