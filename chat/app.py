@@ -20,6 +20,7 @@ from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.messages import MessagePath
+from chat.presence import create_presence
 from chat.routes import routes
 from chat.settings import Settings
 
@@ -113,9 +114,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             templates=app.state.templates.env,
             max_chars=settings.max_message_chars,
         )
+        app.state.presence = create_presence(settings, app.state.db, broker)
         try:
             yield
         finally:
+            await app.state.presence.close()
             await broker.close()
             await engine.dispose()
 

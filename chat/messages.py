@@ -11,6 +11,7 @@ Message.post), so the gap is always in the database by then.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from chat.broker import (
     user_channel,
 )
 from chat.db import is_disconnect
-from chat.models import Message, User
+from chat.models import Membership, Message, User
 
 log = structlog.get_logger("chat.messages")
 
 REPLAY_BATCH = 500
+# How much of a message a browser notification shows.
+EXCERPT_CHARS = 140
 # C0 and C1 control characters except tab and newline.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -63,6 +66,29 @@ def end_session_signal(session_id: str) -> bytes:
     return f"end-session:{session_id}".encode()
 
 
+def room_state_signal(room_id: int) -> bytes:
+    """On a user's channel: their read marker or notify setting in the room changed."""
+    return f"room-state:{room_id}".encode()
+
+
+def activity_channel(room_id: int) -> str:
+    """A room's small "message posted" notices, for the rooms page (chat/activity.py)."""
+    return f"activity:{room_id}"
+
+
+def activity_notice(message: Message, mentioned: list[User]) -> bytes:
+    return json.dumps(
+        {
+            "room": message.room_id,
+            "seq": message.seq,
+            "author_id": message.author_id,
+            "author": message.author.username if message.author else "",
+            "mentioned": [user.id for user in mentioned],
+            "excerpt": message.body[:EXCERPT_CHARS],
+        }
+    ).encode()
+
+
 @dataclass(frozen=True)
 class MessagePath:
     """Everything posting and streaming need, built once in the app's lifespan."""
@@ -89,9 +115,11 @@ class MessagePath:
         body = clean_body(raw_body, self.max_chars)
         if not self.broker.is_up:
             raise BrokerUnavailable("refusing to store a message that could not go live")
+        mentioned = await self._mentionable(room_id, body)
+        html = sanitize.render(body, {user.username.lower(): user.username for user in mentioned})
         try:
             async with self.db() as db:
-                message = await Message.post(db, room_id, author, body, sanitize.render(body))
+                message = await Message.post(db, room_id, author, body, html, mentioned)
         except DBAPIError as exc:
             if is_disconnect(exc):
                 await self._republish_newest(room_id)
@@ -102,7 +130,21 @@ class MessagePath:
             except BrokerUnavailable:
                 log.warning("message.publish_deferred", room_id=room_id, seq=message.seq)
             log.info("message.posted", room_id=room_id, seq=message.seq, user_id=author.id)
+            try:
+                await self.broker.publish(
+                    activity_channel(room_id), activity_notice(message, mentioned)
+                )
+            except BrokerUnavailable:  # rooms pages recount from SQL when they reconnect
+                log.warning("message.activity_lost", room_id=room_id, seq=message.seq)
         return message
+
+    async def _mentionable(self, room_id: int, body: str) -> list[User]:
+        """The room's members that `body` @mentions."""
+        names = sanitize.mention_candidates(body)
+        if not names:
+            return []
+        async with self.db() as db:
+            return await Membership.users_named(db, room_id, names)
 
     async def _republish_newest(self, room_id: int) -> None:
         """After a connection died during a post, the COMMIT may or may not have

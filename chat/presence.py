@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import events
-from chat.broker import Broker, room_channel
+from chat.broker import Broker, BrokerUnavailable, room_channel
 from chat.models import Membership, User
 from chat.settings import Settings
 
@@ -104,14 +104,18 @@ class _Announcer:
         task.add_done_callback(self._tasks.discard)
 
     async def _announce_presence(self, user_id: int, online: bool) -> None:
-        async with self._db() as db:
-            rows = (
-                await db.execute(
-                    select(User.username, Membership.room_id)
-                    .join(Membership, Membership.user_id == User.id)
-                    .where(User.id == user_id)
-                )
-            ).all()
+        try:
+            async with self._db() as db:
+                rows = (
+                    await db.execute(
+                        select(User.username, Membership.room_id)
+                        .join(Membership, Membership.user_id == User.id)
+                        .where(User.id == user_id)
+                    )
+                ).all()
+        except Exception as exc:  # best effort, like publishing: pages catch up on load
+            log.warning("presence.announce_failed", user_id=user_id, error=type(exc).__name__)
+            return
         for username, room_id in rows:
             await self._publish(room_id, presence_frame(username, online))
 
@@ -390,10 +394,16 @@ class RedisPresence(_Announcer):
                     log.warning("presence.redis_failed", error=type(exc).__name__)
 
     async def online_among(self, user_ids: Iterable[int]) -> set[int]:
+        from redis.exceptions import RedisError
+
         ids = list(user_ids)
         if not ids:
             return set()
-        scores = await self._redis.zmscore(self._users, ids)
+        try:
+            scores = await self._redis.zmscore(self._users, ids)
+        except RedisError as exc:  # the page still works; it just cannot tell who is here
+            log.warning("presence.redis_failed", error=type(exc).__name__)
+            return set()
         return {user_id for user_id, score in zip(ids, scores, strict=True) if score is not None}
 
     def _typing_keys(self, room_id: int, user: User) -> tuple[list[str], list[str | int]]:
@@ -404,11 +414,16 @@ class RedisPresence(_Announcer):
         )
 
     async def typing(self, room_id: int, user: User) -> bool:
+        from redis.exceptions import RedisError
+
         keys, args = self._typing_keys(room_id, user)
-        result = await self._typing_script(
-            [*keys, f"{self._prefix}typing:rate:{user.id}"],
-            [*args, _ms(self.typing_seconds), int(TYPING_PING_INTERVAL * 1000)],
-        )
+        try:
+            result = await self._typing_script(
+                [*keys, f"{self._prefix}typing:rate:{user.id}"],
+                [*args, _ms(self.typing_seconds), int(TYPING_PING_INTERVAL * 1000)],
+            )
+        except RedisError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
         if result[0] == -1:
             return False
         if result[0] > 0:
@@ -416,15 +431,27 @@ class RedisPresence(_Announcer):
         return True
 
     async def stopped_typing(self, room_id: int, user: User) -> None:
-        result = await self._stopped_typing(*self._typing_keys(room_id, user))
+        from redis.exceptions import RedisError
+
+        try:
+            result = await self._stopped_typing(*self._typing_keys(room_id, user))
+        except RedisError as exc:  # the notice then simply expires
+            log.warning("presence.redis_failed", error=type(exc).__name__)
+            return
         if result[0] > 0:
             await self._publish(room_id, Typists(_names(result[1:]), result[0]).frame())
 
     async def typists(self, room_id: int) -> Typists:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrange(f"{self._prefix}typing:{room_id}", 0, -1)
-            pipe.get(self._typing_version)
-            members, version = await pipe.execute()
+        from redis.exceptions import RedisError
+
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrange(f"{self._prefix}typing:{room_id}", 0, -1)
+                pipe.get(self._typing_version)
+                members, version = await pipe.execute()
+        except RedisError as exc:
+            log.warning("presence.redis_failed", error=type(exc).__name__)
+            return Typists([], 0)
         return Typists(_names(members), int(version or 0))
 
     async def _refresh_forever(self) -> None:

@@ -52,6 +52,12 @@ class Settings:
     send_timeout_seconds: float = 30.0
     # Form bodies larger than this are refused before they are parsed.
     max_form_bytes: int = 64 * 1024
+    # Online lasts this long after someone's last stream closes (a reload does not flicker).
+    presence_grace_seconds: float = 10.0
+    # With Redis: a stream not refreshed for this long (its worker died) stops counting.
+    presence_ttl_seconds: float = 30.0
+    # "alice is typing…" ends this long after her last typing ping.
+    typing_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -66,6 +72,9 @@ class Settings:
             secret_key=secret_key,
             log_level=env.get("CHAT_LOG_LEVEL", "INFO").upper(),
             subscriber_queue_size=int(env.get("CHAT_SUBSCRIBER_QUEUE_SIZE", "256")),
+            presence_grace_seconds=float(env.get("CHAT_PRESENCE_GRACE_SECONDS", "10")),
+            presence_ttl_seconds=float(env.get("CHAT_PRESENCE_TTL_SECONDS", "30")),
+            typing_seconds=float(env.get("CHAT_TYPING_SECONDS", "5")),
         )
 
     @property

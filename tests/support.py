@@ -283,6 +283,14 @@ class EventStream:
                 received.append(event)
         return received
 
+    async def next_of(self, kind: str, timeout: float = 10.0) -> Event:
+        """The next event named `kind`, skipping events of other kinds."""
+        while True:
+            event = await self.next(timeout)
+            assert event is not None, f"stream closed before an event: {kind}"
+            if event.event == kind:
+                return event
+
     async def closed(self, timeout: float = 10.0) -> bool:
         """True once the server ends the stream (events before the end are skipped)."""
         while (await self.next(timeout)) is not None:

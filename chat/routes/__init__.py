@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chat.routes import events, health, messages, rooms, search, sessions
+from chat.routes import events, health, live, messages, rooms, search, sessions
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
@@ -35,6 +35,10 @@ routes = [
         "/rooms/{room_id:int}/messages", messages.history, methods=["GET"], name="message_history"
     ),
     Route("/rooms/{room_id:int}/events", events.stream, name="room_events"),
+    Route("/rooms/{room_id:int}/typing", live.typing, methods=["POST"], name="typing"),
+    Route("/rooms/{room_id:int}/read", live.mark_read, methods=["POST"], name="mark_read"),
+    Route("/rooms/{room_id:int}/notify", live.notify, methods=["POST"], name="room_notify"),
+    Route("/events", live.user_events, name="user_events"),
     Route("/search", search.page, name="search"),
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
 ]

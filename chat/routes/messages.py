@@ -25,6 +25,7 @@ async def create(request: Request) -> Response:
         return await room_page(request, room, membership, error=str(exc), status=400)
     if message is None:  # they left or were removed a moment ago
         raise HTTPException(403, "You are no longer a member of this room.")
+    await request.app.state.presence.stopped_typing(room.id, request.state.user)
     if "hx-request" in request.headers:
         # The message itself reaches this tab through its stream, like every other tab.
         return _composer(request, room)

@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from chat.auth import login_required
-from chat.broker import user_channel
-from chat.messages import leave_room_signal
-from chat.models import Membership, Message, Room, User
+from chat.broker import BrokerUnavailable, user_channel
+from chat.messages import leave_room_signal, room_state_signal
+from chat.models import Membership, Mention, Message, Room, User
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.rooms")
@@ -67,10 +67,17 @@ async def _index_page(
     async with request.app.state.db() as db:
         rooms = await Room.of_member(db, user)
         joinable = await Room.joinable_by(db, user)
+        mention_counts = await Mention.unread_counts(db, user.id)
     return request.app.state.templates.TemplateResponse(
         request,
         "rooms/index.html",
-        {"rooms": rooms, "joinable": joinable, "error": error, "name": name},
+        {
+            "rooms": rooms,
+            "mention_counts": mention_counts,
+            "joinable": joinable,
+            "error": error,
+            "name": name,
+        },
         status_code=status,
     )
 
@@ -122,10 +129,18 @@ async def room_page(
             )
         shows_newest = (messages[-1].seq if messages else 0) >= room.last_seq
         members = await room.members(db)
+        # Where the "new messages" divider goes: read before the marker moves.
+        first_unread = membership.last_read_seq + 1 if membership is not None else None
+        read_moved = False
         if membership is not None and shows_newest:
-            await membership.mark_read(db, room.last_seq)
+            read_moved = await membership.mark_read(db, room.last_seq)
         # After mark_read, so this room's own unread count is already zero.
         my_rooms = await Room.of_member(db, request.state.user)
+        mention_counts = await Mention.unread_counts(db, request.state.user.id)
+    if read_moved:
+        await room_state_changed(request, membership)
+    presence = request.app.state.presence
+    online = await presence.online_among(user.id for user, _ in members)
     live = membership is not None and shows_newest
     return request.app.state.templates.TemplateResponse(
         request,
@@ -135,6 +150,10 @@ async def room_page(
             "membership": membership,
             "members": members,
             "my_rooms": my_rooms,
+            "mention_counts": mention_counts,
+            "online": online | {request.state.user.id},
+            "typists": await presence.typists(room.id),
+            "first_unread": first_unread,
             "messages": messages,
             "at": at,
             "shows_newest": shows_newest,
@@ -160,6 +179,16 @@ async def join(request: Request) -> Response:
             await room.add_member(db, request.state.user)
         log.info("room.joined", user_id=request.state.user.id)
     return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
+
+
+async def room_state_changed(request: Request, membership: Membership) -> None:
+    """Tell the member's rooms-page streams (any tab, any worker) to recount the room."""
+    try:
+        await request.app.state.broker.publish(
+            user_channel(membership.user_id), room_state_signal(membership.room_id)
+        )
+    except BrokerUnavailable:  # those pages recount when they reconnect
+        log.warning("room.state_signal_lost", user_id=membership.user_id)
 
 
 async def _end_membership(request: Request, room: Room, user_id: int) -> bool:
