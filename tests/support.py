@@ -95,6 +95,7 @@ class LiveServer:
     log_path: Path | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -102,7 +103,10 @@ class LiveServer:
 
     def start(self, timeout: float = 20.0) -> LiveServer:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
+            [
+                *(sys.executable, "-m", "chat", "serve"),
+                *("--port", str(self.port), "--workers", str(self.workers)),
+            ],
             cwd=ROOT,
             env={**os.environ, **self.env},
             stdout=subprocess.DEVNULL,
@@ -119,6 +123,12 @@ class LiveServer:
                 pass
             time.sleep(0.05)
         raise TimeoutError("chat serve did not answer /healthz")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, connections simply drop (a crashed worker)."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -3,12 +3,25 @@
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
-from tests.support import ROOT, migrate
+import pytest
+
+from tests.support import ROOT, migrate, postgres_database
 
 
-def test_upgrade_head_on_an_empty_database_then_check_finds_no_drift(tmp_path):
-    env = {"CHAT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"}
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    request.getfixturevalue("postgres_url")  # skips when PostgreSQL is down
+    with postgres_database("migrations") as url:
+        yield url
+
+
+def test_upgrade_head_on_an_empty_database_then_check_finds_no_drift(empty_database):
+    env = {"CHAT_DATABASE_URL": empty_database}
     migrate(env)
     check = subprocess.run(
         [sys.executable, "-m", "alembic", "check"],
