@@ -125,7 +125,9 @@
       var seq = newestSeq();
       if (seq <= readSent || document.hidden) return;
       readSent = seq;
-      post(room.dataset.readUrl, { seq: String(seq) });
+      post(room.dataset.readUrl, { seq: String(seq) }).catch(function () {
+        readSent = 0; // the server is away (the stream reconnects); try again next time
+      });
     }, 1000);
   }
 
