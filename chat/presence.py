@@ -258,12 +258,18 @@ end
 return offline
 """
 # The typing version: one more than the last, and never behind the clock (ms), so it
-# keeps growing even after its key expired (it does, after 10 idle minutes).
+# keeps growing even after its key expired (it does, after 10 idle minutes); and what a
+# change of a room's typists returns: {version, "id:name"...}.
 _NEXT_VERSION = """
 local function next_version(key, now)
   local version = math.max(tonumber(redis.call('GET', key) or '0') + 1, tonumber(now))
   redis.call('SET', key, version, 'PX', 600000)
   return version
+end
+local function changed(room_key, version_key, now)
+  local result = {next_version(version_key, now)}
+  for _, member in ipairs(redis.call('ZRANGE', room_key, 0, -1)) do table.insert(result, member) end
+  return result
 end
 """
 # KEYS: the room's typists, all typists by deadline, the version, the user's rate key.
@@ -276,9 +282,7 @@ if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then return {-1} end
 local added = redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 if added == 0 then return {0} end
-local result = {next_version(KEYS[3], ARGV[3])}
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do table.insert(result, member) end
-return result
+return changed(KEYS[1], KEYS[3], ARGV[3])
 """
 )
 # KEYS: the room's typists, all typists by deadline, the version; ARGV: the first three above.
@@ -288,9 +292,7 @@ _STOPPED_TYPING = (
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 if removed == 0 then return {0} end
-local result = {next_version(KEYS[3], ARGV[3])}
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do table.insert(result, member) end
-return result
+return changed(KEYS[1], KEYS[3], ARGV[3])
 """
 )
 # KEYS: all typists by deadline, the version; ARGV: now (ms), key prefix.
@@ -306,15 +308,13 @@ for _, due in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMI
   redis.call('ZREM', ARGV[2] .. 'typing:' .. room, string.sub(due, bar + 1))
   rooms[room] = true
 end
-local changed = {}
+local result = {}
 for room, _ in pairs(rooms) do
-  local entry = {room, next_version(KEYS[2], ARGV[1])}
-  for _, member in ipairs(redis.call('ZRANGE', ARGV[2] .. 'typing:' .. room, 0, -1)) do
-    table.insert(entry, member)
-  end
-  table.insert(changed, entry)
+  local entry = changed(ARGV[2] .. 'typing:' .. room, KEYS[2], ARGV[1])
+  table.insert(entry, 1, room)
+  table.insert(result, entry)
 end
-return changed
+return result
 """
 )
 
