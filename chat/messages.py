@@ -140,6 +140,8 @@ class MessagePath:
 
     async def _mentionable(self, room_id: int, body: str) -> list[User]:
         """The room's members that `body` @mentions."""
+        if "@" not in body:  # most messages: no second Markdown parse
+            return []
         names = sanitize.mention_candidates(body)
         if not names:
             return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -25,13 +26,18 @@ async def create(request: Request) -> Response:
         return await room_page(request, room, membership, error=str(exc), status=400)
     if message is None:  # they left or were removed a moment ago
         raise HTTPException(403, "You are no longer a member of this room.")
-    await request.app.state.presence.stopped_typing(room.id, request.state.user)
     if "hx-request" in request.headers:
         # The message itself reaches this tab through its stream, like every other tab.
-        return _composer(request, room)
-    return RedirectResponse(
-        f"{request.url_for('room', room_id=room.id)}#message-{message.seq}", status_code=303
+        response = _composer(request, room)
+    else:
+        response = RedirectResponse(
+            f"{request.url_for('room', room_id=room.id)}#message-{message.seq}", status_code=303
+        )
+    # After the reply: ending the poster's typing notice need not delay it.
+    response.background = BackgroundTask(
+        request.app.state.presence.stopped_typing, room.id, request.state.user
     )
+    return response
 
 
 def _composer(
