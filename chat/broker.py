@@ -87,6 +87,19 @@ class Subscription:
         return item  # type: ignore[return-value]
 
 
+async def cancel_tasks(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel background tasks that talk to Redis and wait until they have ended.
+
+    The cancellation is repeated until it takes: on Python 3.11, a cancellation that
+    arrives as one of redis-py's own timeouts (connect, read) expires can come out as a
+    redis TimeoutError, which a loop that survives Redis errors then swallows.
+    """
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+
+
 class Broker(Protocol):
     # False while the broker is known to be unable to carry messages: posting then
     # refuses (503) before anything is stored.
@@ -283,11 +296,7 @@ class RedisBroker:
         await self._redis.ping()
 
     async def close(self) -> None:
-        # redis-py can swallow a cancellation that lands while it connects: repeat it.
-        while pending := [task for task in self._tasks if not task.done()]:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=0.1)
+        await cancel_tasks(self._tasks)
         self._fanout.cut_off_all()
         if self._pubsub is not None:
             await self._pubsub.aclose()

@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import events
-from chat.broker import Broker, BrokerUnavailable, room_channel
+from chat.broker import Broker, BrokerUnavailable, cancel_tasks, room_channel
 from chat.models import Membership, User
 from chat.settings import Settings
 
@@ -126,9 +126,7 @@ class _Announcer:
             log.warning("presence.publish_failed", room_id=room_id, error=type(exc).__name__)
 
     async def close(self) -> None:
-        for task in tuple(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_tasks(tuple(self._tasks))
 
 
 class MemoryPresence(_Announcer):
