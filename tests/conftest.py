@@ -29,6 +29,7 @@ from tests.support import (
     REDIS_URL,
     LiveServer,
     Person,
+    RedisServer,
     client_for,
     empty_postgres_tables,
     migrate,
@@ -58,6 +59,14 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         pytest.skip(f"Redis is not reachable: {exc}")
     return REDIS_URL
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis server of this test's own, which it may stop and start again."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

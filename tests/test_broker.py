@@ -3,7 +3,7 @@
 import asyncio
 import inspect
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
@@ -15,7 +15,6 @@ from chat.broker import (
     SubscriptionOverflow,
     create_broker,
 )
-from tests.support import RedisServer
 
 
 async def next_payload(subscription, timeout: float = 5.0) -> tuple[str, bytes]:
@@ -157,13 +156,6 @@ async def test_losing_the_redis_connection_cuts_off_local_streams_then_it_comes_
         await publishing.publish("room:1", b"after")
         assert await next_payload(stream) == ("room:1", b"after")
     assert listening.is_up
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 async def test_while_redis_is_down_the_broker_says_so_and_recovers_when_it_is_back(

@@ -34,7 +34,6 @@ from tests.conftest import TEST_SECRET_KEY
 from tests.support import (
     PASSWORD,
     LiveServer,
-    RedisServer,
     empty_postgres_tables,
     open_stream,
 )
@@ -132,13 +131,6 @@ class Person:
             data={"csrf_token": self.csrf_token, **data},
             headers={"Origin": base, **({"HX-Request": "true"} if htmx else {})},
         )
-
-
-@pytest.fixture
-def private_redis():
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from chat.models import Message
-from tests.support import ROOT, LiveServer, Person, RedisServer, client_for, open_stream
+from tests.support import ROOT, LiveServer, Person, client_for, open_stream
 
 
 def test_more_than_one_worker_with_the_in_process_broker_is_refused():
@@ -67,13 +67,6 @@ async def test_streams_on_every_worker_of_chat_serve_workers_2_get_every_message
             await (alice if n % 2 else bob).say(room_id, f"message {n}")
         for stream in streams:
             assert [e.seq for e in await stream.messages(30)] == list(range(1, 31))
-
-
-@pytest.fixture
-def private_redis():
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
