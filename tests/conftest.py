@@ -83,14 +83,25 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     return url
 
 
+def forget_redis_prefix(url: str, prefix: str) -> None:
+    """Delete the keys (presence, typing) a test's servers left under its prefix."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture
-def broker_env(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+def broker_env(backend: str, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if backend == "sqlite":
-        return {}
-    return {
-        "CHAT_BROKER_URL": request.getfixturevalue("redis_url"),
-        "CHAT_BROKER_PREFIX": f"chat-test-{secrets.token_hex(6)}:",
-    }
+        yield {}
+        return
+    url, prefix = request.getfixturevalue("redis_url"), f"chat-test-{secrets.token_hex(6)}:"
+    yield {"CHAT_BROKER_URL": url, "CHAT_BROKER_PREFIX": prefix}
+    forget_redis_prefix(url, prefix)
 
 
 @pytest.fixture

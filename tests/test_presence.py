@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, forget_redis_prefix
 from tests.support import LiveServer, Person, client_for, empty_postgres_tables, open_stream
 from tests.test_streams import room_with
 
@@ -84,11 +84,12 @@ async def test_presence_is_shared_by_workers_and_a_killed_workers_users_go_offli
 ):
     empty_postgres_tables(postgres_url)
     ttl = 3
+    prefix = f"chat-test-{secrets.token_hex(6)}:"
     env = {
         "CHAT_DATABASE_URL": postgres_url,
         "CHAT_SECRET_KEY": TEST_SECRET_KEY,
         "CHAT_BROKER_URL": redis_url,
-        "CHAT_BROKER_PREFIX": f"chat-test-{secrets.token_hex(6)}:",
+        "CHAT_BROKER_PREFIX": prefix,
         "CHAT_PRESENCE_GRACE_SECONDS": str(GRACE),
         "CHAT_PRESENCE_TTL_SECONDS": str(ttl),
     }
@@ -120,3 +121,4 @@ async def test_presence_is_shared_by_workers_and_a_killed_workers_users_go_offli
     finally:
         one.stop()
         two.stop()
+        forget_redis_prefix(redis_url, prefix)
