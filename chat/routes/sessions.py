@@ -66,6 +66,13 @@ def _form(
     )
 
 
+async def _signed_in(request: Request, form: dict[str, str], user: User) -> Response:
+    """Start the session and go where the login form was asked to lead (303)."""
+    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
+    await start_session(request, response, user)
+    return response
+
+
 async def signup_form(request: Request) -> Response:
     if await load_session(request):
         return RedirectResponse(request.url_for("index"), status_code=303)
@@ -98,9 +105,7 @@ async def signup(request: Request) -> Response:
             request, "signup", error="That username is taken.", username=username, status=400
         )
     log.info("user.signed_up", user_id=user.id)
-    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
-    await start_session(request, response, user)
-    return response
+    return await _signed_in(request, form, user)
 
 
 async def login_form(request: Request) -> Response:
@@ -122,9 +127,7 @@ async def login(request: Request) -> Response:
             request, "login", error="Wrong username or password.", username=username, status=401
         )
     log.info("user.logged_in", user_id=user.id)
-    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
-    await start_session(request, response, user)
-    return response
+    return await _signed_in(request, form, user)
 
 
 async def logout(request: Request) -> Response:
