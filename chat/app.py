@@ -64,8 +64,20 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+# The reactions every message offers, named for people who cannot see them.
+REACTION_CHOICES = (
+    ("👍", "thumbs up"),
+    ("❤️", "heart"),
+    ("😂", "laughing"),
+    ("🎉", "party"),
+    ("😮", "surprised"),
+    ("👀", "eyes"),
+)
+
+
 def create_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=ROOT / "templates")
+    templates.env.globals["reaction_choices"] = REACTION_CHOICES
     return templates
 
 

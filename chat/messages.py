@@ -1,11 +1,14 @@
-"""The message path: post → commit with seq → render once → publish; and the room stream.
+"""The message path: post → commit with seq → render once → publish; changes to
+messages (edit, delete, reactions) the same way; and the room stream.
 
 Stream invariant: a stream subscribes first, then replays from SQL everything after
-the client's last seq, then forwards live frames. It tracks the last seq it sent:
-anything at or below it is a duplicate and dropped; anything beyond last+1 means
-frames were published out of order (two posts racing to the broker), so the gap is
-filled from SQL first. Seq n is always committed before seq n+1 exists (see
-Message.post), so the gap is always in the database by then.
+the client's cursor (events.Cursor: the last seq and the last change it has), then
+forwards live frames. It tracks the cursor it has sent: a message at or below its seq,
+or a change at or below its change number, is a duplicate and dropped; anything that
+skips ahead means frames were published out of order (two posts or changes racing to
+the broker), so the gap is filled from SQL first. Seq n and change n are always
+committed before n+1 exists (see Message.post and Message.change), so the gap is always
+in the database by then.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from chat.broker import (
     user_channel,
 )
 from chat.db import is_disconnect
-from chat.models import Membership, Message, User
+from chat.events import Cursor
+from chat.models import Membership, Message, Room, User
 
 log = structlog.get_logger("chat.messages")
 
@@ -56,6 +60,28 @@ def clean_body(raw: str, max_chars: int) -> str:
     if _CONTROL_CHARACTERS.search(body):
         raise InvalidMessage("The message contains control characters.")
     return body
+
+
+# Reactions: emoji only. Pictographs and symbols, with the joiners, variation selectors,
+# skin tones, keycaps and tags that combine them (flags, families, "#️⃣").
+_EMOJI = re.compile(
+    "(?:[\u00a9\u00ae\u203c-\u3299\U0001f000-\U0001faff#*0-9]"
+    "[\u200d\u20e3\ufe0f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]*)+"
+)
+EMOJI_MAX_CHARS = 16
+
+
+def clean_emoji(raw: str) -> str:
+    emoji = raw.strip()
+    if not emoji:
+        raise InvalidMessage("Choose an emoji to react with.")
+    if (
+        len(emoji) > EMOJI_MAX_CHARS
+        or not _EMOJI.fullmatch(emoji)
+        or not any(ord(char) > 0x2000 for char in emoji)
+    ):
+        raise InvalidMessage("Reactions are a single emoji.")
+    return emoji
 
 
 def leave_room_signal(room_id: int) -> bytes:
@@ -101,8 +127,14 @@ class MessagePath:
     def render(self, message: Message) -> str:
         return self.templates.get_template("messages/_message.html").render(message=message)
 
-    def frame(self, message: Message) -> bytes:
-        return events.encode("message", self.render(message), id=message.seq)
+    def frame(self, message: Message, cursor: Cursor) -> bytes:
+        """A new message, as it stands now."""
+        return events.encode("message", self.render(message), id=cursor)
+
+    def change_frame(self, message: Message, cursor: Cursor) -> bytes:
+        """A message the client already has, as it stands now."""
+        kind = "delete" if message.is_deleted else "edit"
+        return events.encode(kind, self.render(message), id=cursor)
 
     async def post(self, room_id: int, author: User, raw_body: str) -> Message | None:
         """Store and broadcast a message; None when `author` is not in the room.
@@ -113,30 +145,82 @@ class MessagePath:
         failed, because it will reach every stream: if its publish fails, every
         stream that may miss it is cut off and replays it (see RedisBroker)."""
         body = clean_body(raw_body, self.max_chars)
-        if not self.broker.is_up:
-            raise BrokerUnavailable("refusing to store a message that could not go live")
+        self._refuse_while_broker_down()
         mentioned = await self._mentionable(room_id, body)
-        html = sanitize.render(body, {user.username.lower(): user.username for user in mentioned})
+        html = self._html(body, mentioned)
         try:
             async with self.db() as db:
-                message = await Message.post(db, room_id, author, body, html, mentioned)
+                posted = await Message.post(db, room_id, author, body, html, mentioned)
         except DBAPIError as exc:
             if is_disconnect(exc):
                 await self._republish_newest(room_id)
             raise
-        if message is not None:
-            try:
-                await self.broker.publish(room_channel(room_id), self.frame(message))
-            except BrokerUnavailable:
-                log.warning("message.publish_deferred", room_id=room_id, seq=message.seq)
-            log.info("message.posted", room_id=room_id, seq=message.seq, user_id=author.id)
-            try:
-                await self.broker.publish(
-                    activity_channel(room_id), activity_notice(message, mentioned)
-                )
-            except BrokerUnavailable:  # rooms pages recount from SQL when they reconnect
-                log.warning("message.activity_lost", room_id=room_id, seq=message.seq)
+        if posted is None:
+            return None
+        message, cursor = posted
+        await self._publish(room_id, self.frame(message, cursor), cursor)
+        log.info("message.posted", room_id=room_id, seq=message.seq, user_id=author.id)
+        try:
+            notice = activity_notice(message, mentioned)
+            await self.broker.publish(activity_channel(room_id), notice)
+        except BrokerUnavailable:  # rooms pages recount from SQL when they reconnect
+            log.warning("message.activity_lost", room_id=room_id, seq=message.seq)
         return message
+
+    async def edit(self, room_id: int, seq: int, editor: User, raw_body: str) -> Message:
+        """Replace the text of `editor`'s own message and show it changed everywhere.
+        Raises InvalidMessage, MessageGone, NotYours or BrokerUnavailable."""
+        body = clean_body(raw_body, self.max_chars)
+        self._refuse_while_broker_down()
+        mentioned = await self._mentionable(room_id, body)
+        html = self._html(body, mentioned)
+        async with self.db() as db:
+            message, cursor = await Message.change(db, room_id, seq, editor)
+            await message.edit(db, body, html, mentioned)
+            await db.commit()
+        await self._publish(room_id, self.change_frame(message, cursor), cursor)
+        log.info("message.edited", room_id=room_id, seq=seq, user_id=editor.id)
+        return message
+
+    async def delete(self, room_id: int, seq: int, user: User, *, may_moderate: bool) -> Message:
+        """Delete a message (its author's, or any if `may_moderate`) for everyone."""
+        self._refuse_while_broker_down()
+        async with self.db() as db:
+            message, cursor = await Message.change(
+                db, room_id, seq, user, may_moderate=may_moderate
+            )
+            await message.remove(db)
+            await db.commit()
+        await self._publish(room_id, self.change_frame(message, cursor), cursor)
+        log.info("message.deleted", room_id=room_id, seq=seq, user_id=user.id)
+        return message
+
+    async def react(self, room_id: int, seq: int, user: User, raw_emoji: str) -> Message:
+        """Toggle `user`'s reaction with an emoji on a message of a room they are in."""
+        emoji = clean_emoji(raw_emoji)
+        self._refuse_while_broker_down()
+        async with self.db() as db:
+            message, cursor = await Message.change(db, room_id, seq, user, may_moderate=True)
+            await message.toggle_reaction(db, user, emoji)
+            await db.commit()
+        await self._publish(room_id, self.change_frame(message, cursor), cursor)
+        return message
+
+    def _refuse_while_broker_down(self) -> None:
+        if not self.broker.is_up:
+            raise BrokerUnavailable("refusing to store a change that could not go live")
+
+    @staticmethod
+    def _html(body: str, mentioned: list[User]) -> str:
+        return sanitize.render(body, {user.username.lower(): user.username for user in mentioned})
+
+    async def _publish(self, room_id: int, frame: bytes, cursor: Cursor) -> None:
+        try:
+            await self.broker.publish(room_channel(room_id), frame)
+        except BrokerUnavailable:
+            # Stored: the broker cuts off every stream that may have missed it,
+            # and they replay it.
+            log.warning("message.publish_deferred", room_id=room_id, cursor=str(cursor))
 
     async def _mentionable(self, room_id: int, body: str) -> list[User]:
         """The room's members that `body` @mentions."""
@@ -155,29 +239,51 @@ class MessagePath:
         until the room's next one. Best effort: the database may still be down."""
         try:
             async with self.db() as db:
+                room = await db.get(Room, room_id)
                 newest = await Message.page(db, room_id, limit=1)
-            if newest:
-                await self.broker.publish(room_channel(room_id), self.frame(newest[0]))
+            if room is not None and newest:
+                cursor = Cursor(newest[0].seq, room.last_change)
+                await self.broker.publish(room_channel(room_id), self.frame(newest[0], cursor))
         except (DBAPIError, BrokerUnavailable):
             log.warning("message.republish_failed", room_id=room_id)
 
     async def replay(
-        self, room_id: int, after: int, before: int | None = None
-    ) -> AsyncIterator[tuple[int, bytes]]:
-        """(seq, frame) for every stored message after `after` (and before `before`),
-        in batches, each read in a short session of its own."""
+        self, room_id: int, after: Cursor, before_seq: int | None = None
+    ) -> AsyncIterator[tuple[Cursor, bytes]]:
+        """(cursor, frame) for everything a client at cursor `after` is missing, in
+        batches, each read in a short session of its own: first the messages it has
+        that changed since (as they stand now), then the messages after it (before
+        `before_seq`). Each frame's cursor is where the client stands once it has it."""
+        have_seq, change = after
+        settled_change = None
+        while True:
+            async with self.db() as db:
+                if settled_change is None:
+                    # Read first: every change up to it is committed, so the reads
+                    # below see it and the client has it once they are sent.
+                    settled_change = await Room.change_count(db, room_id)
+                batch = await Message.changed_after(
+                    db, room_id, change, up_to_seq=have_seq, limit=REPLAY_BATCH
+                )
+            for message in batch:
+                change = message.changed
+                yield Cursor(have_seq, change), self.change_frame(message, Cursor(have_seq, change))
+            if len(batch) < REPLAY_BATCH:
+                break
+        change = max(change, settled_change)
+        seq = have_seq
         while True:
             async with self.db() as db:
                 batch = await Message.page(
-                    db, room_id, after=after, before=before, limit=REPLAY_BATCH
+                    db, room_id, after=seq, before=before_seq, limit=REPLAY_BATCH
                 )
             for message in batch:
-                yield message.seq, self.frame(message)
+                seq = message.seq
+                yield Cursor(seq, change), self.frame(message, Cursor(seq, change))
             if len(batch) < REPLAY_BATCH:
                 return
-            after = batch[-1].seq
 
-    def stream(self, room_id: int, user_id: int, session_id: str, after: int) -> RoomStream:
+    def stream(self, room_id: int, user_id: int, session_id: str, after: Cursor) -> RoomStream:
         return RoomStream(self, room_id, user_id, session_id, after)
 
 
@@ -190,12 +296,13 @@ class RoomStream:
     """
 
     def __init__(
-        self, path: MessagePath, room_id: int, user_id: int, session_id: str, after: int
+        self, path: MessagePath, room_id: int, user_id: int, session_id: str, after: Cursor
     ) -> None:
         self.path = path
         self.room_id = room_id
         self.user_id = user_id
-        self.after = after
+        # What the client has: every message up to .seq, with every change up to .change.
+        self.sent = after
         self.ends_stream = {leave_room_signal(room_id), end_session_signal(session_id)}
         self._cut_off = asyncio.Event()
 
@@ -204,17 +311,15 @@ class RoomStream:
         log.info("stream.cut_off", room_id=self.room_id, user_id=self.user_id)
 
     async def frames(self) -> AsyncIterator[bytes]:
-        """Every frame exactly once and in seq order (see the module docstring)."""
-        path, room_id = self.path, self.room_id
+        """Every message exactly once and in seq order, and every change to the
+        messages the client has (see the module docstring)."""
         own = user_channel(self.user_id)
-        async with path.broker.subscribe(
-            room_channel(room_id), own, on_overflow=self._cut_off.set
+        async with self.path.broker.subscribe(
+            room_channel(self.room_id), own, on_overflow=self._cut_off.set
         ) as subscription:
             yield events.RETRY_FRAME
-            last_sent = self.after
-            async for seq, frame in path.replay(room_id, last_sent):
+            async for frame in self._replay():
                 yield frame
-                last_sent = seq
             while True:
                 try:
                     channel, payload = await subscription.get()
@@ -224,15 +329,42 @@ class RoomStream:
                     if payload in self.ends_stream:
                         return
                     continue
-                seq = events.seq_of(payload)
-                if seq is None:
+                cursor = events.cursor_of(payload)
+                if cursor is None:  # typing, presence: not part of the history
                     yield payload
                     continue
-                if seq <= last_sent:
-                    continue
-                if seq > last_sent + 1:
-                    async for missed_seq, missed_frame in path.replay(room_id, last_sent, seq):
-                        yield missed_frame
-                        last_sent = missed_seq
-                yield payload
-                last_sent = seq
+                async for frame in self._live(payload, cursor):
+                    yield frame
+
+    async def _live(self, frame: bytes, cursor: Cursor) -> AsyncIterator[bytes]:
+        """A published frame, after whatever the client must have first. Frames can
+        reach the broker out of order (two posts racing); the gap is always in the
+        database by then, because numbers are handed out under the room's lock and
+        each is committed before the next exists."""
+        sent = self.sent
+        if events.is_message(frame):
+            if cursor.seq <= sent.seq:
+                return  # already sent
+            if cursor.seq > sent.seq + 1 or cursor.change > sent.change:
+                async for missed in self._replay(before_seq=cursor.seq):
+                    yield missed
+            yield frame
+            self.sent = Cursor(cursor.seq, max(self.sent.change, cursor.change))
+            return
+        if cursor.change <= sent.change:
+            return  # already sent, or sent as part of a newer state
+        if cursor.change > sent.change + 1 or cursor.seq > sent.seq:
+            async for missed in self._replay(before_seq=cursor.seq + 1):
+                yield missed
+            if cursor.change <= self.sent.change:
+                return
+        yield frame
+        self.sent = Cursor(max(self.sent.seq, cursor.seq), cursor.change)
+        if cursor.seq < self.sent.seq:
+            # The client must not come back asking for messages it already has.
+            yield events.cursor_frame(self.sent)
+
+    async def _replay(self, before_seq: int | None = None) -> AsyncIterator[bytes]:
+        async for cursor, frame in self.path.replay(self.room_id, self.sent, before_seq):
+            yield frame
+            self.sent = cursor

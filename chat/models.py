@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    delete,
     event,
     exists,
     false,
@@ -33,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeDecorator
+
+from chat.events import Cursor
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -119,7 +122,18 @@ class Room(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # The seq of the newest message; the next message takes last_seq + 1.
     last_seq: Mapped[int] = mapped_column(default=0)
+    # How many times a message of the room was edited, deleted or reacted to: each
+    # change takes the next number, so a stream can resume after the changes it has.
+    last_change: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.last_seq, self.last_change)
+
+    @classmethod
+    async def change_count(cls, db: AsyncSession, room_id: int) -> int:
+        return await db.scalar(select(cls.last_change).where(cls.id == room_id)) or 0
 
     @property
     def visibility(self) -> str:
@@ -261,9 +275,21 @@ class Membership(Base):
         return list(rows)
 
 
+class MessageGone(LookupError):
+    """No such message in the room, or it was deleted."""
+
+
+class NotYours(PermissionError):
+    """Only the author may do this (or, for deleting, a room owner)."""
+
+
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("room_id", "seq", name="uq_messages_room_id_seq"),)
+    __table_args__ = (
+        UniqueConstraint("room_id", "seq", name="uq_messages_room_id_seq"),
+        # Replaying the changes a reconnecting stream missed.
+        Index("ix_messages_room_id_changed", "room_id", "changed"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
@@ -271,12 +297,34 @@ class Message(Base):
     author_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
-    # The text as typed, and the sanitized HTML made from it once, at posting time.
+    # The text as typed, and the sanitized HTML made from it once, at posting time
+    # (and again at each edit). A deleted message keeps neither.
     body: Mapped[str] = mapped_column(Text)
     html: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The room change number of this message's latest change (0: never changed).
+    changed: Mapped[int] = mapped_column(default=0, server_default="0")
 
     author: Mapped[User | None] = relationship(lazy="joined")
+    reactions: Mapped[list[Reaction]] = relationship(
+        lazy="selectin", order_by="Reaction.created_at", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def reaction_groups(self) -> list[tuple[str, list[str]]]:
+        """(emoji, names of who reacted) in the order each emoji was first used."""
+        groups: dict[str, list[str]] = {}
+        for reaction in self.reactions:
+            groups.setdefault(reaction.emoji, []).append(
+                reaction.user.username if reaction.user else "deleted user"
+            )
+        return list(groups.items())
 
     @classmethod
     async def post(
@@ -287,9 +335,9 @@ class Message(Base):
         body: str,
         html: str,
         mentioned: Sequence[User] = (),
-    ) -> Message | None:
+    ) -> tuple[Message, Cursor] | None:
         """Insert a message (and its @mentions) with the room's next seq; None if
-        `author` is not a member.
+        `author` is not a member. Also returns the room's cursor right after it.
 
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
@@ -297,16 +345,21 @@ class Message(Base):
         order; a message with seq n is committed before seq n+1 is handed out.
         """
         is_member = exists().where(Membership.room_id == room_id, Membership.user_id == author.id)
-        seq = await db.scalar(
-            update(Room)
-            .where(Room.id == room_id, is_member)
-            .values(last_seq=Room.last_seq + 1)
-            .returning(Room.last_seq)
-        )
-        if seq is None:
+        row = (
+            await db.execute(
+                update(Room)
+                .where(Room.id == room_id, is_member)
+                .values(last_seq=Room.last_seq + 1)
+                .returning(Room.last_seq, Room.last_change)
+            )
+        ).first()
+        if row is None:
             await db.rollback()
             return None
-        message = cls(room_id=room_id, seq=seq, author_id=author.id, body=body, html=html)
+        cursor = Cursor(*row)
+        message = cls(
+            room_id=room_id, seq=cursor.seq, author_id=author.id, body=body, html=html, reactions=[]
+        )
         message.author = author
         db.add(message)
         if mentioned:
@@ -316,10 +369,85 @@ class Message(Base):
         await db.execute(
             update(Membership)
             .where(Membership.room_id == room_id, Membership.user_id == author.id)
-            .values(last_read_seq=seq)
+            .values(last_read_seq=cursor.seq)
         )
         await db.commit()
-        return message
+        return message, cursor
+
+    @classmethod
+    async def change(
+        cls, db: AsyncSession, room_id: int, seq: int, user: User, *, may_moderate: bool = False
+    ) -> tuple[Message, Cursor]:
+        """Start changing message `seq`: take the room's next change number (and with
+        it the room's lock, as posting does, so changes and posts commit in the order
+        of their numbers) and load the message. Raises MessageGone or NotYours (rolled
+        back); the caller changes the message and commits."""
+        room_cursor = (
+            await db.execute(
+                update(Room)
+                .where(Room.id == room_id)
+                .values(last_change=Room.last_change + 1)
+                .returning(Room.last_seq, Room.last_change)
+            )
+        ).first()
+        message = await cls.find(db, room_id, seq)
+        if room_cursor is None or message is None:
+            await db.rollback()
+            raise MessageGone(seq)
+        if message.author_id != user.id and not may_moderate:
+            await db.rollback()
+            raise NotYours(seq)
+        cursor = Cursor(*room_cursor)
+        message.changed = cursor.change
+        return message, cursor
+
+    async def edit(self, db: AsyncSession, body: str, html: str, mentioned: Sequence[User]) -> None:
+        self.body, self.html, self.edited_at = body, html, utcnow()
+        # Mentions follow the text; nobody is notified again for an edit.
+        await db.execute(delete(Mention).where(Mention.message_id == self.id))
+        db.add_all(Mention(message_id=self.id, user_id=user.id) for user in mentioned)
+
+    async def remove(self, db: AsyncSession) -> None:
+        """What a deleted message keeps is its place: seq, author and times."""
+        self.body, self.html, self.deleted_at = "", "", utcnow()
+        self.reactions.clear()
+        await db.execute(delete(Mention).where(Mention.message_id == self.id))
+
+    async def toggle_reaction(self, db: AsyncSession, user: User, emoji: str) -> bool:
+        """Add `user`'s `emoji` reaction, or take it back; True if it was added."""
+        for reaction in self.reactions:
+            if reaction.user_id == user.id and reaction.emoji == emoji:
+                self.reactions.remove(reaction)
+                return False
+        reaction = Reaction(user_id=user.id, emoji=emoji)
+        # This session's own copy: it may have loaded the same user as an author.
+        reaction.user = await db.get(User, user.id)
+        self.reactions.append(reaction)
+        return True
+
+    @classmethod
+    async def find(
+        cls, db: AsyncSession, room_id: int, seq: int, *, deleted: bool = False
+    ) -> Message | None:
+        """Message `seq` of the room (if it was deleted, only when asked for)."""
+        query = select(cls).where(cls.room_id == room_id, cls.seq == seq)
+        if not deleted:
+            query = query.where(cls.deleted_at.is_(None))
+        return await db.scalar(query)
+
+    @classmethod
+    async def changed_after(
+        cls, db: AsyncSession, room_id: int, change: int, *, up_to_seq: int, limit: int
+    ) -> list[Message]:
+        """Messages up to `up_to_seq` changed after change number `change`, in the
+        order of their latest change: what a stream that has them must be sent again."""
+        rows = await db.scalars(
+            select(cls)
+            .where(cls.room_id == room_id, cls.changed > change, cls.seq <= up_to_seq)
+            .order_by(cls.changed)
+            .limit(limit)
+        )
+        return list(rows)
 
     @classmethod
     async def page(
@@ -349,6 +477,23 @@ class Message(Base):
         older = await cls.page(db, room_id, before=seq + 1, limit=limit // 2 + 1)
         newer = await cls.page(db, room_id, after=seq, limit=limit - len(older))
         return older + newer
+
+
+class Reaction(Base):
+    """One person's emoji on one message."""
+
+    __tablename__ = "reactions"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    emoji: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User | None] = relationship(lazy="joined")
 
 
 class Mention(Base):

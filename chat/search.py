@@ -199,7 +199,10 @@ def statement(
     """The newest `limit` messages matching `query` that `viewer` may read (older than
     message `before_id` when given), newest first."""
     terms = list(query.terms)
-    conditions: list[ColumnElement] = [Message.room_id.in_(Room.readable_by(viewer))]
+    conditions: list[ColumnElement] = [
+        Message.room_id.in_(Room.readable_by(viewer)),
+        Message.deleted_at.is_(None),
+    ]
     if query.mentions_me:
         # The index narrows to messages with the name as a word; LIKE checks the "@".
         mention = _term(viewer.username)

@@ -20,6 +20,8 @@ from typing import TypeVar
 import asyncpg
 import httpx
 
+from chat.events import Cursor
+
 ROOT = Path(__file__).resolve().parent.parent
 # The local services (DEVELOPERS.md); each test run works in a database of its own and
 # under a Redis channel prefix of its own, so runs beside each other do not meet.
@@ -249,9 +251,14 @@ class Event:
     id: str | None = None
 
     @property
+    def cursor(self) -> Cursor:
+        cursor = Cursor.parse(self.id or "")
+        assert cursor is not None, self.id
+        return cursor
+
+    @property
     def seq(self) -> int:
-        assert self.id is not None
-        return int(self.id)
+        return self.cursor.seq
 
 
 class EventStream:
@@ -260,6 +267,8 @@ class EventStream:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self._lines = response.aiter_lines()
+        # What a browser would send as Last-Event-ID (id-only blocks move it too).
+        self.last_id: str | None = None
 
     async def next(self, timeout: float = 10.0) -> Event | None:
         """The next event, or None when the server closed the stream."""
@@ -269,6 +278,8 @@ class EventStream:
         fields: dict[str, list[str]] = {}
         async for line in self._lines:
             if line == "":
+                if "id" in fields:
+                    self.last_id = fields["id"][-1]
                 if "data" in fields:
                     return Event(
                         event=fields.get("event", ["message"])[-1],

@@ -34,6 +34,42 @@ routes = [
     Route(
         "/rooms/{room_id:int}/messages", messages.history, methods=["GET"], name="message_history"
     ),
+    Route(
+        "/rooms/{room_id:int}/messages/{seq:int}/actions",
+        messages.actions,
+        methods=["GET"],
+        name="message_actions",
+    ),
+    Route(
+        "/rooms/{room_id:int}/messages/{seq:int}/edit",
+        messages.edit_form,
+        methods=["GET"],
+        name="edit_message_form",
+    ),
+    Route(
+        "/rooms/{room_id:int}/messages/{seq:int}",
+        messages.show,
+        methods=["GET"],
+        name="message",
+    ),
+    Route(
+        "/rooms/{room_id:int}/messages/{seq:int}",
+        messages.edit,
+        methods=["POST"],
+        name="edit_message",
+    ),
+    Route(
+        "/rooms/{room_id:int}/messages/{seq:int}/delete",
+        messages.delete,
+        methods=["POST"],
+        name="delete_message",
+    ),
+    Route(
+        "/rooms/{room_id:int}/messages/{seq:int}/reactions",
+        messages.react,
+        methods=["POST"],
+        name="react_to_message",
+    ),
     Route("/rooms/{room_id:int}/events", events.stream, name="room_events"),
     Route("/rooms/{room_id:int}/typing", live.typing, methods=["POST"], name="typing"),
     Route("/rooms/{room_id:int}/read", live.mark_read, methods=["POST"], name="mark_read"),

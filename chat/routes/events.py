@@ -11,9 +11,10 @@ from starlette.types import Receive, Scope, Send
 
 from chat.activity import UserStream
 from chat.auth import login_required, session_id
+from chat.events import Cursor
 from chat.messages import RoomStream
 from chat.presence import Presence
-from chat.routes.rooms import find_membership, int_param
+from chat.routes.rooms import MAX_ID, find_membership
 
 
 class RoomStreamResponse(EventSourceResponse):
@@ -43,16 +44,28 @@ class RoomStreamResponse(EventSourceResponse):
             task_group.cancel_scope.cancel()
 
 
+def cursor_param(value: str | None, name: str) -> Cursor | None:
+    if value is None or value == "":
+        return None
+    cursor = Cursor.parse(value)
+    if cursor is None or max(cursor) > MAX_ID:
+        raise HTTPException(400, f"{name} must be a message cursor such as 42 or 42.7.")
+    return cursor
+
+
 @login_required
 async def stream(request: Request) -> Response:
     room, membership = await find_membership(request)
     # The browser's own reconnect sends Last-Event-ID; htmx's reconnect only has
-    # the URL, so the page keeps ?after= current. Resume after the later of the two.
+    # the URL, so the page keeps ?after= current. Resume after the later message of
+    # the two, with the fewer changes: either way nothing the client lacks is skipped.
     try:
-        header = int_param(request.headers.get("last-event-id"), "Last-Event-ID")
+        header = cursor_param(request.headers.get("last-event-id"), "Last-Event-ID")
     except HTTPException:
         header = None  # a stale or foreign header must not break reconnecting
-    after = max(header or 0, int_param(request.query_params.get("after"), "after") or 0)
+    query = cursor_param(request.query_params.get("after"), "after")
+    claims = [claim for claim in (header, query) if claim is not None] or [Cursor(0)]
+    after = Cursor(max(claim.seq for claim in claims), min(claim.change for claim in claims))
     settings = request.app.state.settings
     return RoomStreamResponse(
         request.app.state.messages.stream(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -9,9 +11,9 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.auth import login_required
 from chat.messages import InvalidMessage
-from chat.models import Message
+from chat.models import Message, MessageGone, NotYours, Room
 from chat.routes.forms import read_form
-from chat.routes.rooms import find_membership, find_room, int_param, room_page
+from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, room_page
 
 
 @login_required
@@ -74,3 +76,134 @@ async def history(request: Request) -> Response:
             "newer_link": after is not None,
         },
     )
+
+
+def _seq(request: Request) -> int:
+    seq = request.path_params["seq"]
+    if seq > MAX_ID:
+        raise HTTPException(404, "There is no such message.")
+    return seq
+
+
+async def _changed(request: Request, room: Room, change: Awaitable[Message]) -> Response:
+    """Run a change to a message; reply with the message as it now stands (htmx swaps
+    it in place; every other tab gets it through its stream) or go back to it."""
+    try:
+        message = await change
+    except MessageGone as exc:
+        raise HTTPException(404, "This message does not exist or was deleted.") from exc
+    except NotYours as exc:
+        raise HTTPException(403, "Only its author can change this message.") from exc
+    if "hx-request" in request.headers:
+        return request.app.state.templates.TemplateResponse(
+            request, "messages/_message.html", {"message": message}
+        )
+    return _back_to(request, room.id, message.seq)
+
+
+@login_required
+async def show(request: Request) -> Response:
+    """One message as it stands (htmx: the partial, e.g. to cancel an edit)."""
+    room, _ = await find_room(request)
+    seq = _seq(request)
+    if "hx-request" not in request.headers:
+        return _back_to(request, room.id, seq)
+    async with request.app.state.db() as db:
+        message = await Message.find(db, room.id, seq, deleted=True)
+    if message is None:
+        raise HTTPException(404, "There is no such message.")
+    return request.app.state.templates.TemplateResponse(
+        request, "messages/_message.html", {"message": message}
+    )
+
+
+def _back_to(request: Request, room_id: int, seq: int) -> Response:
+    """The message's permalink: the room page around it."""
+    return RedirectResponse(
+        f"{request.url_for('room', room_id=room_id)}?at={seq}#message-{seq}", status_code=303
+    )
+
+
+@login_required
+async def actions(request: Request) -> Response:
+    """What the viewer may do with a message: the menu (htmx) or a page of its own."""
+    room, membership = await find_membership(request)
+    async with request.app.state.db() as db:
+        message = await Message.find(db, room.id, _seq(request))
+    if message is None:
+        raise HTTPException(404, "This message does not exist or was deleted.")
+    mine = message.author_id == request.state.user.id
+    template = "messages/_menu.html" if "hx-request" in request.headers else "messages/actions.html"
+    return request.app.state.templates.TemplateResponse(
+        request,
+        template,
+        {
+            "room": room,
+            "message": message,
+            "may_edit": mine,
+            "may_delete": mine or membership.is_owner,
+        },
+    )
+
+
+@login_required
+async def edit_form(request: Request) -> Response:
+    room, _ = await find_membership(request)
+    seq = _seq(request)
+    async with request.app.state.db() as db:
+        message = await Message.find(db, room.id, seq)
+    if message is None:
+        raise HTTPException(404, "This message does not exist or was deleted.")
+    if message.author_id != request.state.user.id:
+        raise HTTPException(403, "Only its author can change this message.")
+    return _edit_form(request, room, message, body=message.body)
+
+
+def _edit_form(
+    request: Request, room: Room, message: Message, *, body: str, error: str = "", status: int = 200
+) -> Response:
+    template = "messages/_edit.html" if "hx-request" in request.headers else "messages/edit.html"
+    return request.app.state.templates.TemplateResponse(
+        request,
+        template,
+        {"room": room, "message": message, "body": body, "error": error},
+        status_code=status,
+    )
+
+
+@login_required
+async def edit(request: Request) -> Response:
+    room, _ = await find_membership(request)
+    seq = _seq(request)
+    body = (await read_form(request)).get("body", "")
+    path = request.app.state.messages
+    try:
+        return await _changed(request, room, path.edit(room.id, seq, request.state.user, body))
+    except InvalidMessage as exc:
+        async with request.app.state.db() as db:
+            message = await Message.find(db, room.id, seq)
+        if message is None:
+            raise HTTPException(404, "This message does not exist or was deleted.") from exc
+        if message.author_id != request.state.user.id:
+            raise HTTPException(403, "Only its author can change this message.") from exc
+        return _edit_form(request, room, message, body=body, error=str(exc), status=400)
+
+
+@login_required
+async def delete(request: Request) -> Response:
+    room, membership = await find_membership(request)
+    change = request.app.state.messages.delete(
+        room.id, _seq(request), request.state.user, may_moderate=membership.is_owner
+    )
+    return await _changed(request, room, change)
+
+
+@login_required
+async def react(request: Request) -> Response:
+    room, _ = await find_membership(request)
+    emoji = (await read_form(request)).get("emoji", "")
+    try:
+        change = request.app.state.messages.react(room.id, _seq(request), request.state.user, emoji)
+        return await _changed(request, room, change)
+    except InvalidMessage as exc:
+        raise HTTPException(400, str(exc)) from exc

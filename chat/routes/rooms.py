@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
+from chat.events import Cursor
 from chat.messages import leave_room_signal, room_state_signal
 from chat.models import Membership, Mention, Message, Room, User
 from chat.routes.forms import read_form
@@ -142,6 +143,7 @@ async def room_page(
     presence = request.app.state.presence
     online = await presence.online_among(user.id for user, _ in members)
     live = membership is not None and shows_newest
+    last_seq = messages[-1].seq if messages else (before or room.last_seq + 1) - 1
     return request.app.state.templates.TemplateResponse(
         request,
         "rooms/show.html",
@@ -158,7 +160,9 @@ async def room_page(
             "at": at,
             "shows_newest": shows_newest,
             "live": live,
-            "last_seq": messages[-1].seq if messages else (before or room.last_seq + 1) - 1,
+            # The room as the page shows it; its stream resumes from there. Read
+            # before the messages were, so it never claims a change they lack.
+            "stream_after": Cursor(last_seq, room.last_change),
             "error": error,
         },
         status_code=status,
