@@ -14,6 +14,33 @@
     event.detail.headers["X-CSRF-Token"] = csrfToken();
   });
 
+  // Editing a message: Enter saves, Shift+Enter breaks the line, Escape cancels.
+  document.addEventListener("keydown", function (event) {
+    var form = event.target.closest && event.target.closest(".edit-form");
+    if (!form || event.isComposing) return;
+    if (event.key === "Escape") {
+      event.preventDefault();
+      form.querySelector(".cancel-edit").click();
+    } else if (event.key === "Enter" && !event.shiftKey && !event.altKey && !event.ctrlKey) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  // The message put back after an edit keeps the focus the editor had.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var message = event.detail.target;
+    if (!message || !message.classList || !message.classList.contains("message")) return;
+    var fresh = document.getElementById(message.id);
+    if (!fresh) return;
+    var field = fresh.querySelector(".edit-form textarea");
+    if (field) {
+      field.focus();
+      field.setSelectionRange(field.value.length, field.value.length);
+    } else if (!document.activeElement || document.activeElement === document.body) {
+      fresh.focus();
+    }
+  });
+
   // Enter sends, Shift+Enter breaks the line (and IME composition is left alone).
   document.addEventListener("keydown", function (event) {
     var target = event.target;
@@ -67,6 +94,15 @@
     var viewer = document.body.dataset.viewer;
     root.querySelectorAll(".message").forEach(function (message) {
       if (viewer && message.dataset.author === viewer) message.classList.add("mine");
+      var more = message.querySelector(".more");
+      if (more && !more.hasAttribute("aria-expanded")) {
+        more.setAttribute("role", "button");
+        more.setAttribute("aria-expanded", "false");
+      }
+      message.querySelectorAll(".reaction[data-by]").forEach(function (button) {
+        var mine = viewer && button.dataset.by.split(" ").indexOf(viewer) !== -1;
+        button.setAttribute("aria-pressed", mine ? "true" : "false");
+      });
       var time = message.querySelector("time[datetime]");
       if (time && !time.title) {
         var when = new Date(time.getAttribute("datetime"));
@@ -76,29 +112,77 @@
     });
   }
 
+  // The stream's cursor: "SEQ" or "SEQ.CHANGE" (chat/events.py). The page has every
+  // message up to lastSeq() and every change up to lastChange.
+  var lastChange = 0;
+  function cursorOf(id) {
+    var parts = String(id || "").split(".");
+    return { seq: parseInt(parts[0], 10) || 0, change: parseInt(parts[1], 10) || 0 };
+  }
+  function keepResumePoint(frame, id) {
+    lastChange = Math.max(lastChange, cursorOf(id).change);
+    if (!frame) return;
+    // htmx reconnects with the URL it was given; keep ?after= at what the page has.
+    var url = new URL(frame.getAttribute("sse-connect"), window.location.href);
+    url.searchParams.set("after", lastSeq() + (lastChange ? "." + lastChange : ""));
+    frame.setAttribute("sse-connect", url.pathname + url.search);
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    var frame = document.querySelector("[sse-connect]");
+    if (frame) lastChange = cursorOf(new URL(frame.getAttribute("sse-connect"), window.location.href)
+      .searchParams.get("after")).change;
+  });
+
   // A frame the page already shows (e.g. after a reconnect) is not swapped in twice.
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
-    var seq = Number(event.detail.lastEventId);
+    var seq = cursorOf(event.detail.lastEventId).seq;
     if (seq && seq <= lastSeq()) event.preventDefault();
     var stick = log() && nearBottom(log());
     event.target.dataset.stickToBottom = stick ? "yes" : "no";
   });
 
   document.addEventListener("htmx:sseMessage", function (event) {
-    var seq = Number(event.detail.lastEventId);
-    var frame = event.target.closest("[sse-connect]");
-    // htmx reconnects with the URL it was given; keep ?after= at the newest seq shown.
-    if (seq && frame) {
-      var url = new URL(frame.getAttribute("sse-connect"), window.location.href);
-      url.searchParams.set("after", String(lastSeq()));
-      frame.setAttribute("sse-connect", url.pathname + url.search);
-    }
+    keepResumePoint(event.target.closest("[sse-connect]"), event.detail.lastEventId);
     var empty = log() && log().querySelector("[data-empty]");
     if (empty) empty.remove();
     if (log()) {
       decorate(log());
       if (event.target.dataset.stickToBottom === "yes") log().scrollTop = log().scrollHeight;
     }
+  });
+
+  // Edits, deletes and reactions: the message as it now stands replaces the one shown
+  // (unless it is being edited here; saving brings the new state anyway).
+  function replaceMessage(html) {
+    var template = document.createElement("template");
+    template.innerHTML = html.trim();
+    var fresh = template.content.firstElementChild;
+    var shown = fresh && document.getElementById(fresh.id);
+    if (!shown || shown.classList.contains("editing")) return;
+    var focus = document.activeElement;
+    var hadFocus = shown.contains(focus);
+    var menu = shown.querySelector(".message-menu");
+    var more = fresh.querySelector(".more");
+    shown.replaceWith(fresh);
+    htmx.process(fresh);
+    decorate(fresh.parentNode);
+    if (menu && more) {
+      more.after(menu);  // an open menu stays open, focus and all
+      more.setAttribute("aria-expanded", "true");
+    }
+    if (hadFocus && !fresh.contains(focus)) (more || fresh).focus();
+  }
+  document.addEventListener("htmx:sseOpen", function (event) {
+    var source = event.detail.source;
+    var frame = event.target.closest("[sse-connect]");
+    if (!source || source.chatListening) return;
+    source.chatListening = true;
+    ["edit", "delete"].forEach(function (kind) {
+      source.addEventListener(kind, function (change) {
+        replaceMessage(change.data);
+        keepResumePoint(frame, change.lastEventId);
+      });
+    });
   });
 
   document.addEventListener("htmx:afterSwap", function (event) {
@@ -155,6 +239,111 @@
   document.addEventListener("htmx:sendError", function () {
     document.getElementById("flash").textContent =
       "Could not reach the server. Check your connection and try again.";
+  });
+
+  // --- A message's "More" menu: fetched on opening (it depends on who asks), closed by
+  // pressing "More" again or Escape; one open at a time. ------------------------------
+  function closeMenu(more, refocus) {
+    var menu = more.nextElementSibling;
+    if (menu && menu.classList.contains("message-menu")) menu.remove();
+    more.setAttribute("aria-expanded", "false");
+    if (refocus) more.focus();
+  }
+  function openMenus() {
+    return document.querySelectorAll('.more[aria-expanded="true"]');
+  }
+  document.addEventListener(
+    "click",
+    function (event) {
+      var more = event.target.closest && event.target.closest(".more");
+      if (!more) return;
+      openMenus().forEach(function (open) {
+        if (open !== more) closeMenu(open, false);
+      });
+      if (more.getAttribute("aria-expanded") === "true") {
+        // Already open: close it instead of fetching it again (before htmx sees the click).
+        event.preventDefault();
+        event.stopPropagation();
+        closeMenu(more, true);
+      }
+    },
+    true
+  );
+  document.addEventListener("keydown", function (event) {
+    if (event.key === " " && event.target.classList && event.target.classList.contains("more")) {
+      event.preventDefault(); // a button opens on Space too
+      event.target.click();
+      return;
+    }
+    if (event.key !== "Escape") return;
+    var menu = event.target.closest && event.target.closest(".message-menu");
+    var more = menu && menu.previousElementSibling;
+    if (more && more.classList.contains("more")) {
+      event.preventDefault();
+      closeMenu(more, true);
+    }
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var more = event.detail.elt;
+    if (!more || !more.classList || !more.classList.contains("more")) return;
+    more.setAttribute("aria-expanded", "true");
+    var menu = more.nextElementSibling;
+    var first = menu && menu.querySelector("button, input:not([type=hidden]), a[href]");
+    if (first) first.focus();
+  });
+
+  // --- The message log is one Tab stop: ↑/↓ move between messages, and Tab reaches
+  // the links and buttons of the message last moved to (the newest at first). ---------
+  var CONTROLS = "a[href], button, input, summary";
+  function messagesIn(container) {
+    return Array.prototype.slice.call(container.querySelectorAll(":scope > .message"));
+  }
+  function setCurrent(message) {
+    var container = log();
+    if (!container || !message) return;
+    container.querySelectorAll(":scope > .message").forEach(function (each) {
+      var current = each === message;
+      each.classList.toggle("is-current", current);
+      each.querySelectorAll(CONTROLS).forEach(function (control) {
+        if (current) control.removeAttribute("tabindex");
+        else control.setAttribute("tabindex", "-1");
+      });
+    });
+  }
+  function currentMessage() {
+    var container = log();
+    if (!container) return null;
+    var messages = messagesIn(container);
+    return container.querySelector(":scope > .message.is-current") || messages[messages.length - 1];
+  }
+  document.addEventListener("focusin", function (event) {
+    var message = event.target.closest && event.target.closest("#messages > .message");
+    if (message && !message.classList.contains("is-current")) setCurrent(message);
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "ArrowUp" && event.key !== "ArrowDown") return;
+    if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    var container = log();
+    if (!container || !container.contains(event.target) || isTextField(event.target)) return;
+    if (event.target.closest(".message-menu")) return;
+    var messages = messagesIn(container);
+    if (!messages.length) return;
+    var from = event.target === container ? null : event.target.closest(".message");
+    var index = from ? messages.indexOf(from) : messages.indexOf(currentMessage());
+    if (from || event.target !== container) {
+      index += event.key === "ArrowDown" ? 1 : -1;
+    }
+    var next = messages[Math.max(0, Math.min(messages.length - 1, index))];
+    event.preventDefault();
+    setCurrent(next);
+    next.focus();
+  });
+  // New messages (live or older pages) start out of the Tab order, except the current one.
+  document.addEventListener("htmx:afterSettle", function () {
+    if (log()) setCurrent(currentMessage());
+  });
+  document.addEventListener("htmx:sseMessage", function () {
+    if (log()) setCurrent(currentMessage());
   });
 
   // --- Keyboard shortcuts; templates/_shortcuts.html lists them for people. ---------
@@ -231,6 +420,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     decorate(document);
+    if (log()) setCurrent(currentMessage());
     if (log()) log().scrollTop = log().scrollHeight;
     var target = window.location.hash && document.getElementById(window.location.hash.slice(1));
     if (target) target.scrollIntoView({ block: "center" });
