@@ -104,8 +104,11 @@ class MessagePath:
     def frame(self, message: Message) -> bytes:
         return events.encode("message", self.render(message), id=message.seq)
 
-    async def post(self, room_id: int, author: User, raw_body: str) -> Message | None:
-        """Store and broadcast a message; None when `author` is not in the room.
+    async def post(
+        self, room_id: int, author: User, raw_body: str, reply_to_seq: int | None = None
+    ) -> Message | None:
+        """Store and broadcast a message (a reply to message `reply_to_seq` of the
+        same room, when given); None when `author` is not in the room.
 
         Raises InvalidMessage for text that cannot be posted, and BrokerUnavailable
         (or a database disconnect) when it was not stored: the answer is then 503
@@ -115,11 +118,12 @@ class MessagePath:
         body = clean_body(raw_body, self.max_chars)
         if not self.broker.is_up:
             raise BrokerUnavailable("refusing to store a message that could not go live")
+        reply_to = await self._original(room_id, reply_to_seq)
         mentioned = await self._mentionable(room_id, body)
         html = sanitize.render(body, {user.username.lower(): user.username for user in mentioned})
         try:
             async with self.db() as db:
-                message = await Message.post(db, room_id, author, body, html, mentioned)
+                message = await Message.post(db, room_id, author, body, html, mentioned, reply_to)
         except DBAPIError as exc:
             if is_disconnect(exc):
                 await self._republish_newest(room_id)
@@ -137,6 +141,17 @@ class MessagePath:
             except BrokerUnavailable:  # rooms pages recount from SQL when they reconnect
                 log.warning("message.activity_lost", room_id=room_id, seq=message.seq)
         return message
+
+    async def _original(self, room_id: int, seq: int | None) -> Message | None:
+        """The message a reply quotes; messages are never removed (deleting one
+        empties it), so it still exists when the reply is stored."""
+        if seq is None:
+            return None
+        async with self.db() as db:
+            original = await Message.in_room(db, room_id, seq)
+        if original is None:
+            raise InvalidMessage("You can only reply to a message of this room.")
+        return original
 
     async def _mentionable(self, room_id: int, body: str) -> list[User]:
         """The room's members that `body` @mentions."""
