@@ -77,7 +77,7 @@ async def test_starting_a_direct_message_from_the_member_list_and_the_rooms_page
     await expect(bob.page.locator("a[data-room-link]", has_text="alice")).to_contain_text(
         "1 unread"
     )
-    await bob.page.get_by_label("Username").fill("alice")
+    await bob.page.get_by_label("Person to write to").fill("alice")
     await bob.page.get_by_role("button", name="Open conversation").click()
     await expect(bob.page).to_have_url(direct_url)
     await bob.expect_messages(["Just between us"])
@@ -105,7 +105,7 @@ async def test_replies_and_direct_messages_work_without_javascript(browse):
     await expect(page.locator("[data-reply-bar]")).to_be_hidden()
 
     await page.goto("/")
-    await page.get_by_label("Username").fill("bob")
+    await page.get_by_label("Person to write to").fill("bob")
     await page.get_by_role("button", name="Open conversation").click()
     await page.get_by_role("textbox", name="Message bob").fill("Psst")
     await page.get_by_role("button", name="Send").click()
