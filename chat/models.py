@@ -185,7 +185,11 @@ class Room(Base):
         db.add(room)
         try:
             await db.flush()
-            db.add_all(Membership(user_id=user.id, room_id=room.id) for user in (first, second))
+            # Every direct message is for you: notified like an @mention.
+            db.add_all(
+                Membership(user_id=user.id, room_id=room.id, notify=True)
+                for user in (first, second)
+            )
             await db.commit()
         except IntegrityError:
             await db.rollback()

@@ -2,6 +2,7 @@
 never duplicated, invisible and unjoinable to anyone else, listed apart from rooms."""
 
 import asyncio
+import json
 import re
 
 from sqlalchemy import func, select
@@ -175,3 +176,18 @@ async def test_signed_out_visitors_are_sent_to_log_in(anonymous):
     for path in ("/direct/bob", "/direct?username=bob"):
         response = await anonymous.get(path)
         assert response.status_code == 303 and response.headers["location"].endswith("/login")
+
+
+async def test_the_rooms_page_counts_and_notifies_every_direct_message(visitors):
+    alice, bob = await visitors("alice"), await visitors("bob")
+    room_id = await first_message(alice, "bob", "first")
+    async with open_stream(bob.client, "/events") as rooms_tab:
+        assert json.loads((await rooms_tab.next_of("unread")).data) == {
+            "room": room_id,
+            "unread": 1,
+            "mentions": 0,
+        }
+        await alice.say(room_id, "are you around?")
+        assert json.loads((await rooms_tab.next_of("unread")).data)["unread"] == 2
+        notice = json.loads((await rooms_tab.next_of("notify")).data)
+    assert notice["title"] == "alice" and notice["body"] == "are you around?"

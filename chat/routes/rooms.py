@@ -78,7 +78,7 @@ async def _index_page(
 
 async def navigation_lists(db: AsyncSession, user: User) -> dict[str, object]:
     """The viewer's rooms and, apart, their direct conversations, with unread counts
-    (the template context of rooms/_mine.html and rooms/_directs.html)."""
+    (the template context of rooms/_nav.html)."""
     directs = await Room.directs_of(db, user)
     return {
         "my_rooms": await Room.of_member(db, user, RoomKind.ROOM),
