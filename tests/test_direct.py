@@ -55,6 +55,8 @@ async def test_the_first_message_makes_the_conversation_and_both_find_it_again(a
     assert "Hi Bob, a word in private?" in page
     assert '<h1 id="room-title">alice</h1>' in page
     assert room_id_of(await bob.post("/direct/alice/messages", {"body": "Sure"})) == room_id
+    composer = await bob.post(f"/rooms/{room_id}/messages", {"body": "And more"}, htmx=True)
+    assert 'placeholder="Message alice"' in composer.text
     assert await direct_rooms(app) == 1
 
 
