@@ -44,6 +44,11 @@ class RoomCounts:
     last_read_seq: int
     mentions: int
     notify: bool
+    is_direct: bool
+
+    def notice_title(self, author: str) -> str:
+        # A direct conversation is the author's own.
+        return author if self.is_direct else f"{author} in {self.name}"
 
     def frame(self) -> bytes:
         counts = {
@@ -92,6 +97,7 @@ class UserStream:
                 membership.last_read_seq,
                 mentions.get(room.id, 0),
                 membership.notify,
+                room.is_direct,
             )
             for room, membership in rooms
         }
@@ -145,7 +151,7 @@ class UserStream:
                             {
                                 "room": room.room_id,
                                 "seq": room.last_seq,
-                                "title": f"{posted['author']} in {room.name}",
+                                "title": room.notice_title(posted["author"]),
                                 "body": posted["excerpt"],
                                 "mention": mentioned,
                             }

@@ -136,8 +136,11 @@ class MessagePath:
         kind = "delete" if message.is_deleted else "edit"
         return events.encode(kind, self.render(message), id=cursor)
 
-    async def post(self, room_id: int, author: User, raw_body: str) -> Message | None:
-        """Store and broadcast a message; None when `author` is not in the room.
+    async def post(
+        self, room_id: int, author: User, raw_body: str, reply_to_seq: int | None = None
+    ) -> Message | None:
+        """Store and broadcast a message (a reply to message `reply_to_seq` of the
+        same room, when given); None when `author` is not in the room.
 
         Raises InvalidMessage for text that cannot be posted, and BrokerUnavailable
         (or a database disconnect) when it was not stored: the answer is then 503
@@ -146,11 +149,12 @@ class MessagePath:
         stream that may miss it is cut off and replays it (see RedisBroker)."""
         body = clean_body(raw_body, self.max_chars)
         self._refuse_while_broker_down()
+        reply_to = await self._original(room_id, reply_to_seq)
         mentioned = await self._mentionable(room_id, body)
         html = self._html(body, mentioned)
         try:
             async with self.db() as db:
-                posted = await Message.post(db, room_id, author, body, html, mentioned)
+                posted = await Message.post(db, room_id, author, body, html, mentioned, reply_to)
         except DBAPIError as exc:
             if is_disconnect(exc):
                 await self._republish_newest(room_id)
@@ -221,6 +225,17 @@ class MessagePath:
             # Stored: the broker cuts off every stream that may have missed it,
             # and they replay it.
             log.warning("message.publish_deferred", room_id=room_id, cursor=str(cursor))
+
+    async def _original(self, room_id: int, seq: int | None) -> Message | None:
+        """The message a reply quotes; messages are never removed (deleting one
+        empties it), so it still exists when the reply is stored."""
+        if seq is None:
+            return None
+        async with self.db() as db:
+            original = await Message.find(db, room_id, seq)
+        if original is None:
+            raise InvalidMessage("You can only reply to a message of this room.")
+        return original
 
     async def _mentionable(self, room_id: int, body: str) -> list[User]:
         """The room's members that `body` @mentions."""

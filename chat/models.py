@@ -31,11 +31,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    aliased,
+    foreign,
+    mapped_column,
+    relationship,
+    remote,
+)
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeDecorator
 
 from chat.events import Cursor
+
+# How much of a message a reply quotes.
+QUOTE_CHARS = 140
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -69,6 +81,16 @@ class Base(DeclarativeBase):
 class Role(enum.StrEnum):
     OWNER = "owner"
     MEMBER = "member"
+
+
+class RoomKind(enum.StrEnum):
+    ROOM = "room"
+    # A private conversation of exactly two people, made by Room.direct_between.
+    DIRECT = "direct"
+
+
+class NotDirectable(ValueError):
+    """No direct conversation is possible with that person (yourself)."""
 
 
 class User(Base):
@@ -119,6 +141,10 @@ class Room(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(80))
     is_private: Mapped[bool] = mapped_column(default=False)
+    kind: Mapped[str] = mapped_column(String(10), default=RoomKind.ROOM, server_default="room")
+    # For a direct conversation, "smaller user id:larger user id": its unique index
+    # is what makes two people's racing first messages end up in one room.
+    direct_key: Mapped[str | None] = mapped_column(String(41))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # The seq of the newest message; the next message takes last_seq + 1.
     last_seq: Mapped[int] = mapped_column(default=0)
@@ -138,6 +164,75 @@ class Room(Base):
     @property
     def visibility(self) -> str:
         return "private" if self.is_private else "public"
+
+    @property
+    def is_direct(self) -> bool:
+        return self.kind == RoomKind.DIRECT
+
+    @staticmethod
+    def _direct_key(one: User, other: User) -> str:
+        low, high = sorted((one.id, other.id))
+        return f"{low}:{high}"
+
+    @classmethod
+    async def direct_between(
+        cls, db: AsyncSession, viewer: User, other: User, *, create: bool = False
+    ) -> Room | None:
+        """The direct conversation of `viewer` and `other`; with `create`, made (with
+        both memberships) when there is none yet. Two racing creations both end
+        with the one room: the loser's INSERT hits the unique key and reads the
+        winner's."""
+        if viewer.id == other.id:
+            raise NotDirectable("A direct conversation needs someone else.")
+        key = cls._direct_key(viewer, other)
+        room = await db.scalar(select(cls).where(cls.direct_key == key))
+        if room is not None or not create:
+            return room
+        first, second = sorted((viewer, other), key=lambda user: user.id)
+        room = cls(
+            name=f"{first.username} and {second.username}",
+            is_private=True,
+            kind=RoomKind.DIRECT,
+            direct_key=key,
+            created_by_id=viewer.id,
+        )
+        db.add(room)
+        try:
+            await db.flush()
+            # Every direct message is for you: notified like an @mention.
+            db.add_all(
+                Membership(user_id=user.id, room_id=room.id, notify=True)
+                for user in (first, second)
+            )
+            await db.commit()
+        except IntegrityError:
+            await db.rollback()
+            return await db.scalar(select(cls).where(cls.direct_key == key))
+        return room
+
+    @classmethod
+    async def directs_of(cls, db: AsyncSession, user: User) -> list[tuple[Room, Membership, User]]:
+        """The viewer's direct conversations with their membership and the other
+        person, by the other person's name."""
+        other = aliased(Membership)
+        rows = await db.execute(
+            select(cls, Membership, User)
+            .join(Membership, and_(Membership.room_id == cls.id, Membership.user_id == user.id))
+            .join(other, and_(other.room_id == cls.id, other.user_id != user.id))
+            .join(User, User.id == other.user_id)
+            .where(cls.kind == RoomKind.DIRECT)
+            .order_by(func.lower(User.username), cls.id)
+        )
+        return [(room, membership, person) for room, membership, person in rows]
+
+    def title_for(self, members: Sequence[User], viewer: User) -> str:
+        """What the viewer calls this room: a direct conversation is named by the
+        other person."""
+        if self.is_direct:
+            for member in members:
+                if member.id != viewer.id:
+                    return member.username
+        return self.name
 
     @classmethod
     async def create(cls, db: AsyncSession, creator: User, name: str, *, is_private: bool) -> Room:
@@ -174,14 +269,19 @@ class Room(Base):
         return select(cls.id).where(or_(~cls.is_private, is_member))
 
     @classmethod
-    async def of_member(cls, db: AsyncSession, user: User) -> list[tuple[Room, Membership]]:
-        rows = await db.execute(
+    async def of_member(
+        cls, db: AsyncSession, user: User, kind: RoomKind | None = None
+    ) -> list[tuple[Room, Membership]]:
+        """The rooms `user` is in (only those of `kind` when given)."""
+        query = (
             select(cls, Membership)
             .join(Membership, Membership.room_id == cls.id)
             .where(Membership.user_id == user.id)
             .order_by(func.lower(cls.name), cls.id)
         )
-        return [(room, membership) for room, membership in rows]
+        if kind is not None:
+            query = query.where(cls.kind == kind)
+        return [(room, membership) for room, membership in await db.execute(query)]
 
     @classmethod
     async def joinable_by(cls, db: AsyncSession, user: User) -> list[Room]:
@@ -218,6 +318,9 @@ class Room(Base):
         )
         await db.commit()
         return result.rowcount > 0
+
+
+Index("uq_rooms_direct_key", Room.direct_key, unique=True)
 
 
 class Membership(Base):
@@ -302,12 +405,26 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text)
     html: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The seq of the message (in the same room) this one replies to.
+    reply_to_seq: Mapped[int | None]
     edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The room change number of this message's latest change (0: never changed).
     changed: Mapped[int] = mapped_column(default=0, server_default="0")
 
     author: Mapped[User | None] = relationship(lazy="joined")
+    # Read at render time, not copied at posting time, so that a quote follows
+    # the original's edits and deletion. Joined one level deep (a quote's own quote
+    # is not shown) so that a page of messages stays one query.
+    reply_to: Mapped[Message | None] = relationship(
+        primaryjoin=lambda: and_(
+            foreign(Message.room_id) == remote(Message.room_id),
+            foreign(Message.reply_to_seq) == remote(Message.seq),
+        ),
+        lazy="joined",
+        join_depth=1,
+        viewonly=True,
+    )
     reactions: Mapped[list[Reaction]] = relationship(
         lazy="selectin", order_by="Reaction.created_at", cascade="all, delete-orphan"
     )
@@ -326,6 +443,15 @@ class Message(Base):
             )
         return list(groups.items())
 
+    @property
+    def excerpt(self) -> str:
+        """The start of the text as typed, on one line: what a reply quotes. Empty
+        for a deleted message."""
+        text = " ".join(self.body.split())
+        if len(text) <= QUOTE_CHARS:
+            return text
+        return text[: QUOTE_CHARS - 1].rstrip() + "…"
+
     @classmethod
     async def post(
         cls,
@@ -335,9 +461,11 @@ class Message(Base):
         body: str,
         html: str,
         mentioned: Sequence[User] = (),
+        reply_to: Message | None = None,
     ) -> tuple[Message, Cursor] | None:
         """Insert a message (and its @mentions) with the room's next seq; None if
-        `author` is not a member. Also returns the room's cursor right after it.
+        `author` is not a member. `reply_to` is a message of the same room. Also
+        returns the room's cursor right after it.
 
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
@@ -358,9 +486,16 @@ class Message(Base):
             return None
         cursor = Cursor(*row)
         message = cls(
-            room_id=room_id, seq=cursor.seq, author_id=author.id, body=body, html=html, reactions=[]
+            room_id=room_id,
+            seq=cursor.seq,
+            author_id=author.id,
+            body=body,
+            html=html,
+            reply_to_seq=reply_to.seq if reply_to is not None else None,
+            reactions=[],
         )
         message.author = author
+        set_committed_value(message, "reply_to", reply_to)
         db.add(message)
         if mentioned:
             await db.flush()

@@ -74,6 +74,36 @@
     }
   });
 
+  // Replying: a message's Reply link (a plain link to ?reply=SEQ without this
+  // script) fills the bar above the composer in place, and Cancel empties it.
+  var QUOTE_CHARS = 140;
+  function setReply(bar, seq, author, excerpt) {
+    bar.querySelector("input[name=reply_to]").value = seq;
+    bar.querySelector("[data-reply-author]").textContent = "@" + (author || "deleted user");
+    bar.querySelector("[data-reply-excerpt]").textContent = excerpt;
+    bar.hidden = !seq;
+  }
+  document.addEventListener("click", function (event) {
+    var bar = document.querySelector("[data-reply-bar]");
+    var link = event.target.closest && event.target.closest("a[data-reply], a[data-cancel-reply]");
+    if (!bar || !link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    var message = link.hasAttribute("data-reply") && link.closest("[data-seq]");
+    if (message) {
+      var text = message.querySelector(".body").textContent.replace(/\s+/g, " ").trim();
+      if (text.length > QUOTE_CHARS) text = text.slice(0, QUOTE_CHARS - 1).trimEnd() + "…";
+      setReply(bar, message.dataset.seq, message.dataset.author, text || "message deleted");
+    } else {
+      setReply(bar, "", "", "");
+    }
+    document.getElementById("composer-body").focus();
+  });
+  // The reply is in the request: the bar empties with the text (see below).
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var bar = event.target.id === "composer" && event.target.querySelector("[data-reply-bar]");
+    if (bar) setReply(bar, "", "", "");
+  });
+
   function log() {
     return document.getElementById("messages");
   }

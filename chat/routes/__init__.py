@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chat.routes import events, health, live, messages, rooms, search, sessions
+from chat.routes import direct, events, health, live, messages, rooms, search, sessions
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
@@ -74,6 +74,14 @@ routes = [
     Route("/rooms/{room_id:int}/typing", live.typing, methods=["POST"], name="typing"),
     Route("/rooms/{room_id:int}/read", live.mark_read, methods=["POST"], name="mark_read"),
     Route("/rooms/{room_id:int}/notify", live.notify, methods=["POST"], name="room_notify"),
+    Route("/direct", direct.find, name="find_direct"),
+    Route("/direct/{username}", direct.page, name="direct"),
+    Route(
+        "/direct/{username}/messages",
+        direct.post_message,
+        methods=["POST"],
+        name="post_direct",
+    ),
     Route("/events", live.user_events, name="user_events"),
     Route("/search", search.page, name="search"),
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

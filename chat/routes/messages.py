@@ -19,18 +19,24 @@ from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, roo
 @login_required
 async def create(request: Request) -> Response:
     room, membership = await find_membership(request)
-    body = (await read_form(request)).get("body", "")
+    form = await read_form(request)
+    body = form.get("body", "")
+    reply_to_seq = int_param(form.get("reply_to"), "reply_to")
     try:
-        message = await request.app.state.messages.post(room.id, request.state.user, body)
+        message = await request.app.state.messages.post(
+            room.id, request.state.user, body, reply_to_seq
+        )
     except InvalidMessage as exc:
         if "hx-request" in request.headers:
-            return _composer(request, room, error=str(exc), body=body, status=400)
+            return await _composer(
+                request, room, error=str(exc), body=body, reply_to_seq=reply_to_seq, status=400
+            )
         return await room_page(request, room, membership, error=str(exc), status=400)
     if message is None:  # they left or were removed a moment ago
         raise HTTPException(403, "You are no longer a member of this room.")
     if "hx-request" in request.headers:
         # The message itself reaches this tab through its stream, like every other tab.
-        response = _composer(request, room)
+        response = await _composer(request, room)
     else:
         response = RedirectResponse(
             f"{request.url_for('room', room_id=room.id)}#message-{message.seq}", status_code=303
@@ -42,14 +48,27 @@ async def create(request: Request) -> Response:
     return response
 
 
-def _composer(
-    request: Request, room, *, error: str = "", body: str = "", status: int = 200
+async def _composer(
+    request: Request,
+    room: Room,
+    *,
+    error: str = "",
+    body: str = "",
+    reply_to_seq: int | None = None,
+    status: int = 200,
 ) -> Response:
+    """A fresh composer, or the one that was sent back with its error, its text and
+    (when it still exists) the message it replies to."""
+    context: dict[str, object] = {"room": room, "error": error, "body": body}
+    if room.is_direct or reply_to_seq is not None:
+        async with request.app.state.db() as db:
+            if room.is_direct:
+                members = [user for user, _ in await room.members(db)]
+                context["room_title"] = room.title_for(members, request.state.user)
+            if reply_to_seq is not None:
+                context["reply_to"] = await Message.find(db, room.id, reply_to_seq, deleted=True)
     return request.app.state.templates.TemplateResponse(
-        request,
-        "messages/_composer.html",
-        {"room": room, "error": error, "body": body},
-        status_code=status,
+        request, "messages/_composer.html", context, status_code=status
     )
 
 

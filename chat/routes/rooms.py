@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -13,7 +14,7 @@ from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
 from chat.events import Cursor
 from chat.messages import leave_room_signal, room_state_signal
-from chat.models import Membership, Mention, Message, Room, User
+from chat.models import Membership, Mention, Message, Room, RoomKind, User
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.rooms")
@@ -66,21 +67,26 @@ async def _index_page(
 ) -> Response:
     user = request.state.user
     async with request.app.state.db() as db:
-        rooms = await Room.of_member(db, user)
+        navigation = await navigation_lists(db, user)
         joinable = await Room.joinable_by(db, user)
-        mention_counts = await Mention.unread_counts(db, user.id)
     return request.app.state.templates.TemplateResponse(
         request,
         "rooms/index.html",
-        {
-            "rooms": rooms,
-            "mention_counts": mention_counts,
-            "joinable": joinable,
-            "error": error,
-            "name": name,
-        },
+        {**navigation, "joinable": joinable, "error": error, "name": name},
         status_code=status,
     )
+
+
+async def navigation_lists(db: AsyncSession, user: User) -> dict[str, object]:
+    """The viewer's rooms and, apart, their direct conversations, with unread counts
+    (the template context of rooms/_nav.html)."""
+    directs = await Room.directs_of(db, user)
+    return {
+        "my_rooms": await Room.of_member(db, user, RoomKind.ROOM),
+        "my_directs": [(room, membership) for room, membership, _ in directs],
+        "direct_names": {room.id: person.username for room, _, person in directs},
+        "mention_counts": await Mention.unread_counts(db, user.id),
+    }
 
 
 @login_required
@@ -121,6 +127,7 @@ async def room_page(
     at = int_param(request.query_params.get("at"), "at")
     after = int_param(request.query_params.get("after"), "after")
     before = int_param(request.query_params.get("before"), "before")
+    reply = int_param(request.query_params.get("reply"), "reply")
     async with request.app.state.db() as db:
         if at is not None:
             messages = await Message.around(db, room.id, at, settings.page_size)
@@ -136,8 +143,11 @@ async def room_page(
         if membership is not None and shows_newest:
             read_moved = await membership.mark_read(db, room.last_seq)
         # After mark_read, so this room's own unread count is already zero.
-        my_rooms = await Room.of_member(db, request.state.user)
-        mention_counts = await Mention.unread_counts(db, request.state.user.id)
+        navigation = await navigation_lists(db, request.state.user)
+        # Replying without JavaScript: the Reply link opens the page with ?reply=SEQ.
+        reply_to = None
+        if reply is not None:
+            reply_to = await Message.find(db, room.id, reply, deleted=True)
     if read_moved:
         await room_state_changed(request, membership)
     presence = request.app.state.presence
@@ -148,11 +158,12 @@ async def room_page(
         request,
         "rooms/show.html",
         {
+            **navigation,
             "room": room,
+            "room_title": room.title_for([user for user, _ in members], request.state.user),
+            "reply_to": reply_to,
             "membership": membership,
             "members": members,
-            "my_rooms": my_rooms,
-            "mention_counts": mention_counts,
             "online": online | {request.state.user.id},
             "typists": await presence.typists(room.id),
             "first_unread": first_unread,
@@ -207,6 +218,8 @@ async def _end_membership(request: Request, room: Room, user_id: int) -> bool:
 @login_required
 async def leave(request: Request) -> Response:
     room, membership = await find_membership(request)
+    if room.is_direct:
+        raise HTTPException(400, "A direct conversation cannot be left.")
     await _end_membership(request, room, membership.user_id)
     log.info("room.left", user_id=membership.user_id)
     return RedirectResponse(request.url_for("index"), status_code=303)
@@ -214,6 +227,8 @@ async def leave(request: Request) -> Response:
 
 async def _owned_room(request: Request) -> tuple[Room, Membership]:
     room, membership = await find_membership(request)
+    if room.is_direct:
+        raise HTTPException(400, "A direct conversation is always the two of you.")
     if not membership.is_owner:
         raise HTTPException(403, "Only the room's owners can change its members.")
     return room, membership

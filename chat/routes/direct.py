@@ -1,0 +1,87 @@
+"""Direct messages: a private conversation of two, made by its first message."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from chat.auth import login_required
+from chat.messages import InvalidMessage, clean_body
+from chat.models import NotDirectable, Room, User
+from chat.routes.forms import read_form
+from chat.routes.rooms import navigation_lists
+from chat.routes.sessions import USERNAME
+
+
+async def _conversation(request: Request, *, create: bool = False) -> tuple[User, Room | None]:
+    """The person in the path and your conversation with them (None when there is
+    none yet and `create` is false): 404 for no such person, 400 for yourself."""
+    username = request.path_params["username"]
+    async with request.app.state.db() as db:
+        other = await User.by_username(db, username) if USERNAME.fullmatch(username) else None
+        if other is None:
+            raise HTTPException(404, f"There is no user called “{username}”.")
+        try:
+            room = await Room.direct_between(db, request.state.user, other, create=create)
+        except NotDirectable as exc:
+            raise HTTPException(400, str(exc)) from None
+    return other, room
+
+
+async def _draft_page(
+    request: Request, other: User, *, error: str = "", body: str = "", status: int = 200
+) -> Response:
+    async with request.app.state.db() as db:
+        navigation = await navigation_lists(db, request.state.user)
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "direct/new.html",
+        {
+            **navigation,
+            "other": other,
+            "room_title": other.username,
+            "draft_url": request.url_for("post_direct", username=other.username),
+            "error": error,
+            "body": body,
+        },
+        status_code=status,
+    )
+
+
+@login_required
+async def find(request: Request) -> Response:
+    """The "new direct message" form: `?username=NAME` → that conversation's page."""
+    username = request.query_params.get("username", "").strip().lstrip("@")
+    if not USERNAME.fullmatch(username):
+        raise HTTPException(404, f"There is no user called “{username}”.")
+    return RedirectResponse(request.url_for("direct", username=username), status_code=303)
+
+
+@login_required
+async def page(request: Request) -> Response:
+    """Your conversation with someone if it exists; else an empty one to write the
+    first message in (nothing is stored until it is sent)."""
+    other, room = await _conversation(request)
+    if room is not None:
+        return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
+    return await _draft_page(request, other)
+
+
+@login_required
+async def post_message(request: Request) -> Response:
+    """Post to your conversation with someone, making it on the first message."""
+    body = (await read_form(request)).get("body", "")
+    messages = request.app.state.messages
+    try:
+        clean_body(body, messages.max_chars)  # before a room is made for nothing
+    except InvalidMessage as exc:
+        other, room = await _conversation(request)
+        if room is None:
+            return await _draft_page(request, other, error=str(exc), body=body, status=400)
+        raise HTTPException(400, str(exc)) from None
+    _, room = await _conversation(request, create=True)
+    message = await messages.post(room.id, request.state.user, body)
+    return RedirectResponse(
+        f"{request.url_for('room', room_id=room.id)}#message-{message.seq}", status_code=303
+    )
