@@ -368,13 +368,18 @@
     setCurrent(next);
     next.focus();
   });
-  // New messages (live or older pages) start out of the Tab order, except the current one.
-  document.addEventListener("htmx:afterSettle", function () {
-    if (log()) setCurrent(currentMessage());
-  });
-  document.addEventListener("htmx:sseMessage", function () {
-    if (log()) setCurrent(currentMessage());
-  });
+  // New messages (live or older pages) start out of the Tab order. While the reader is
+  // not in the log, the current message is the newest: Shift+Tab from the composer
+  // reaches the message just said.
+  function followNewest() {
+    var container = log();
+    if (!container) return;
+    var messages = messagesIn(container);
+    var away = !container.contains(document.activeElement);
+    setCurrent(away ? messages[messages.length - 1] : currentMessage());
+  }
+  document.addEventListener("htmx:afterSettle", followNewest);
+  document.addEventListener("htmx:sseMessage", followNewest);
 
   // --- Keyboard shortcuts; templates/_shortcuts.html lists them for people. ---------
   var shortcuts = document.getElementById("shortcuts");

@@ -78,8 +78,8 @@ async def test_the_log_is_one_tab_stop_and_arrows_move_between_messages(browse):
     await page.goto(f"/rooms/{room_id}")
     await page.get_by_role("textbox", name="Message").focus()
     # Back from the composer: the newest message's links, then the log itself.
-    stops = [(await press(page, "Shift+Tab"))["name"] for _ in range(3)]
-    assert stops == [MORE, "Link to this message", "Messages in general"]
+    stops = [(await press(page, "Shift+Tab"))["name"] for _ in range(4)]
+    assert stops == ["Reply to alice", MORE, "Link to this message", "Messages in general"]
     await press(page, "ArrowUp")
     await press(page, "ArrowUp")
     assert await page.evaluate("document.activeElement.dataset.seq") == "4"
