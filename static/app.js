@@ -201,6 +201,27 @@
       more.setAttribute("aria-expanded", "true");
     }
     if (hadFocus && !fresh.contains(focus)) (more || fresh).focus();
+    updateQuotesOf(fresh);
+  }
+  // Replies shown on the page quote the message as it now stands (the server does the
+  // same for every page and replay; templates/messages/_reply_quote.html).
+  var QUOTE_CHARS = 140;
+  function updateQuotesOf(message) {
+    var seq = message.dataset.seq;
+    var body = message.querySelector(".body");
+    var text = message.classList.contains("is-deleted") || !body
+      ? ""
+      : body.textContent.replace(/\s+/g, " ").trim();
+    if (text.length > QUOTE_CHARS) text = text.slice(0, QUOTE_CHARS - 1).trim() + "…";
+    var cite = "?at=" + seq + "#message-" + seq;
+    document.querySelectorAll(".reply-quote").forEach(function (quote) {
+      var excerpt = quote.querySelector(".reply-excerpt");
+      if (!excerpt || !quote.getAttribute("cite").endsWith(cite)) return;
+      var fresh = document.createElement(text ? "span" : "em");
+      fresh.className = "reply-excerpt";
+      fresh.textContent = text || "message deleted";
+      excerpt.replaceWith(fresh);
+    });
   }
   document.addEventListener("htmx:sseOpen", function (event) {
     var source = event.detail.source;

@@ -126,3 +126,19 @@ async def test_without_javascript_the_menu_is_a_page(browse):
     await page.get_by_role("textbox", name="Edit your message").fill("still no scripts")
     await page.get_by_role("button", name="Save").click()
     await expect(alice.messages().locator(".body")).to_have_text(["still no scripts"])
+
+
+async def test_quotes_of_a_message_follow_its_edit_and_deletion_live(browse):
+    alice = await (await browse()).sign_up("alice")
+    bob = await (await browse()).sign_up("bob")
+    room_id = await alice.create_room("general")
+    await bob.join(room_id)
+    await alice.say(room_id, "lunch at noon")
+    await bob.post(f"/rooms/{room_id}/messages", {"body": "count me in", "reply_to": "1"})
+    await bob.page.goto(f"/rooms/{room_id}")
+    quote = bob.messages().nth(1).locator(".reply-excerpt")
+    await expect(quote).to_have_text("lunch at noon")
+    await alice.post(f"/rooms/{room_id}/messages/1", {"body": "lunch at one"})
+    await expect(quote).to_have_text("lunch at one")
+    await alice.post(f"/rooms/{room_id}/messages/1/delete")
+    await expect(quote).to_have_text("message deleted")
