@@ -527,6 +527,8 @@ def forget_redis_prefix(prefix: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running_app(backend: str, broker: str, rooms: int, members: int) -> AsyncIterator[App]:
+    from chat.cli import upgrade_database
+
     secret_key = secrets.token_urlsafe(32)
     prefix = f"chat-bench-{secrets.token_hex(6)}:"
     async with database(backend) as database_url:
@@ -537,14 +539,8 @@ async def running_app(backend: str, broker: str, rooms: int, members: int) -> As
             "CHAT_BROKER_URL": REDIS_URL if broker == "redis" else "memory://",
             "CHAT_BROKER_PREFIX": prefix,
         }
-        await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "chat", "db", "upgrade"],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            check=True,
-            capture_output=True,
-        )
+        # `chat db upgrade`, in a thread (Alembic runs its own event loop).
+        await asyncio.to_thread(upgrade_database, database_url)
         population = await populate(database_url, secret_key, rooms, members)
         server = Server("app", [sys.executable, "-m", "chat", "serve"], env)
         try:
@@ -822,7 +818,8 @@ async def warm_up(app: App) -> None:
 
 
 async def posts(options) -> dict[str, object]:
-    """Offered post rates stepping up until p99 passes the limit or posts fail."""
+    """Offered post rates stepping up from --start-rate while p99 stays under the limit
+    with no failures (or down, while it does not), until the boundary is found."""
     async with running_app(options.backend, options.broker, options.rooms, 1) as app:
         await warm_up(app)
         posters = Posters(app.server.port, options.connections)
@@ -870,9 +867,12 @@ async def posts(options) -> dict[str, object]:
                 f"  p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms"
                 f"{'' if summary['sustained'] else ' (not sustained)'}"
             )
-            if not summary["sustained"]:
+            # Up while the rate holds, down while it does not; stop at the boundary.
+            if len({step["sustained"] for step in steps}) == 2:
                 break
-            rate *= options.step_factor
+            rate = (
+                rate * options.step_factor if summary["sustained"] else rate / options.step_factor
+            )
         await posters.close()
     sustained = [step["offered_per_s"] for step in steps if step["sustained"]]
     return {
