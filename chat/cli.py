@@ -28,9 +28,21 @@ def upgrade_database(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 
 
+def raise_fd_limit() -> int:
+    """Lift the open-files limit to its hard limit (every open stream is a socket);
+    returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    raise_fd_limit()
     settings = Settings.from_env()
     if args.workers > 1 and settings.broker_url.startswith("memory://"):
         print(
@@ -109,8 +121,11 @@ def seed(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from chat import bench
+    from chat import bench, loadbench
 
+    if args.scenario in loadbench.SCENARIOS:
+        loadbench.main(args.scenario, args)
+        return 0
     bench.main(args.scenario, username=args.user, requests=args.requests)
     return 0
 
@@ -151,16 +166,18 @@ def main(argv: list[str] | None = None) -> None:
     seed_parser.add_argument("--seed", type=int, default=0, help="random seed (same data)")
     seed_parser.set_defaults(run=seed)
 
-    from chat.bench import SCENARIOS
+    from chat import bench, loadbench
 
-    bench_parser = commands.add_parser("bench", help="measure a scenario against the database")
+    scenarios = {**bench.SCENARIOS, **loadbench.SCENARIOS}
+    bench_parser = commands.add_parser("bench", help="measure a scenario")
     bench_parser.add_argument(
         "scenario",
-        choices=sorted(SCENARIOS),
-        help="; ".join(f"{name}: {about}" for name, (about, _) in sorted(SCENARIOS.items())),
+        choices=sorted(scenarios),
+        help="; ".join(f"{name}: {about}" for name, (about, _) in sorted(scenarios.items())),
     )
     bench_parser.add_argument("--requests", type=_positive, default=200, help="per measurement")
     bench_parser.add_argument("--user", default="user00001", help="a seeded account")
+    loadbench.add_arguments(bench_parser)
     bench_parser.set_defaults(run=run_bench)
 
     args = parser.parse_args(argv)

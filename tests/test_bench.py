@@ -1,0 +1,109 @@
+"""`chat bench`'s live-server scenarios: the SSE reading they rely on, and a tiny run of each."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sse_starlette import ServerSentEvent
+
+from chat import events
+from chat.loadbench import ChunkedDecoder, Event, SSEParser
+from tests.support import ROOT
+
+
+def parse_in_pieces(stream: bytes, size: int) -> list[Event]:
+    parser = SSEParser()
+    return [
+        event for n in range(0, len(stream), size) for event in parser.feed(stream[n : n + size])
+    ]
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 4096])
+def test_encoded_frame_parses_as_sse_with_its_id_and_every_data_line(size: int) -> None:
+    html = '<article id="message-7">\n  <p>first\r\nsecond\rthird</p>\n</article>'
+    stream = events.RETRY_FRAME + events.encode("message", html, id=7) + b": ping\r\n\r\n"
+
+    assert parse_in_pieces(stream, size) == [
+        Event("message", '<article id="message-7">\n  <p>first\nsecond\nthird</p>\n</article>', "7")
+    ]
+
+
+def test_frames_of_the_baseline_parse_like_the_apps() -> None:
+    frame = ServerSentEvent(data="one\ntwo", id="3", event="message").encode()
+
+    assert frame.endswith(b"\r\n\r\n")  # sse-starlette's CRLF line ends
+    assert parse_in_pieces(frame + frame, 5) == [Event("message", "one\ntwo", "3")] * 2
+
+
+def test_a_chunked_body_is_reassembled_across_reads() -> None:
+    body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n"
+    decoder = ChunkedDecoder()
+
+    assert b"".join(decoder.feed(body[n : n + 3]) for n in range(0, len(body), 3)) == (
+        b"hello, world"
+    )
+    assert decoder.ended
+
+
+def run_bench(tmp_path: Path, scenario: str, *options: str) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-m", "chat", "bench", scenario, *options, "--output", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (result_file,) = tmp_path.glob(f"{scenario}-*.json")
+    assert result_file.with_suffix(".png").stat().st_size > 0
+    return json.loads(result_file.read_text())
+
+
+def test_fanout_delivers_every_message_to_every_subscriber_of_app_and_baseline(
+    tmp_path: Path,
+) -> None:
+    result = run_bench(tmp_path, "fanout", "--subscribers", "20", "--seconds", "1", "--rounds", "1")
+
+    for target in ("app", "baseline"):
+        figures = result[target]
+        assert figures["delivered"] == figures["expected"] == 20 * 5
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+        assert "deliveries_per_cpu_s" in figures
+    assert result["app"]["deliveries_per_cpu_s"] > 0
+
+
+def test_small_rooms_delivers_every_message_to_each_rooms_members(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path, "small-rooms", "--rooms", "3", "--members", "3", "--rate", "5", "--seconds", "2"
+    )
+
+    app = result["app"]
+    assert app["delivered"] == app["expected"] == 3 * 10 * 3
+    assert app["posts_failed"] == 0
+    assert 0 < app["p50_ms"] <= app["p99_ms"]
+
+
+def test_posts_steps_up_the_offered_rate(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path, "posts", "--start-rate", "10", "--step-factor", "2", "--steps", "2",
+        "--seconds", "1", "--p99-limit-ms", "10000",
+    )  # fmt: skip
+
+    steps = result["app"]["steps"]
+    assert [step["offered_per_s"] for step in steps] == [10, 20]
+    assert all(step["failed"] == 0 and step["p50_ms"] > 0 for step in steps)
+    assert result["app"]["max_sustained_posts_per_s"] == 20
+
+
+def test_idle_measures_memory_per_stream_on_app_and_baseline(tmp_path: Path) -> None:
+    result = run_bench(tmp_path, "idle", "--streams", "30", "--members", "10")
+
+    for target in ("app", "baseline"):
+        assert result[target]["streams"] == 30
+        assert result[target]["errors"] == 0
+        assert not math.isnan(result[target]["kib_per_stream"])
