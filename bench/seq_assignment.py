@@ -1,6 +1,6 @@
 """How should concurrent posts take a room's next seq on PostgreSQL? Measured, not guessed.
 
-    .venv/bin/python -m benchmarks.seq_assignment [--posts 2000] [--concurrency 1 8 32]
+    .venv/bin/python -m bench.seq_assignment [--posts 2000] [--concurrency 1 8 32]
 
 Compares, on a fresh scratch database (created and dropped here):
 
