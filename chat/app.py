@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+from jinja2 import pass_context
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -73,11 +75,31 @@ REACTION_CHOICES = (
     ("😮", "surprised"),
     ("👀", "eyes"),
 )
+MAX_REMEMBERED_URLS = 10_000
 
 
 def create_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=ROOT / "templates")
     templates.env.globals["reaction_choices"] = REACTION_CHOICES
+    urls: dict[tuple[Any, ...], str] = {}
+
+    @pass_context
+    def url_for(context: dict[str, Any], name: str, /, **path_params: Any) -> str:
+        """Starlette's `url_for`, remembered: it walks the whole route table on every
+        call, and a room page links every room of the viewer's."""
+        request: Request = context["request"]
+        key = (str(request.base_url), name, *sorted(path_params.items()))
+        url = urls.get(key)
+        if url is None:
+            if len(urls) >= MAX_REMEMBERED_URLS:
+                urls.clear()
+            url = urls[key] = str(request.url_for(name, **path_params))
+        return url
+
+    templates.env.globals["url_for"] = url_for
+    # Templates do not change while a server runs; otherwise every {% include %} (one
+    # per message and per member on a room page) checks its file's modification time.
+    templates.env.auto_reload = False
     return templates
 
 

@@ -345,6 +345,10 @@ class Membership(Base):
 
     async def mark_read(self, db: AsyncSession, seq: int) -> bool:
         """Advance (never rewind) the read marker; True when it moved."""
+        if self.last_read_seq >= seq:
+            # The stored marker only moves forward, so it is past `seq` too: skip the
+            # write (and, on SQLite, the database-wide write lock) on every page view.
+            return False
         result = await db.execute(
             update(Membership)
             .where(
@@ -392,14 +396,17 @@ class Message(Base):
         UniqueConstraint("room_id", "seq", name="uq_messages_room_id_seq"),
         # Replaying the changes a reconnecting stream missed.
         Index("ix_messages_room_id_changed", "room_id", "changed"),
+        # Newest-first walks over one person's or one room's messages: a search with
+        # from: or in: reads those and checks the words, instead of filtering every
+        # message that has the words (PostgreSQL; SQLite's FTS5 table drives there).
+        Index("ix_messages_author_id_id", "author_id", "id"),
+        Index("ix_messages_room_id_id", "room_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
     seq: Mapped[int]
-    author_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), index=True
-    )
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # The text as typed, and the sanitized HTML made from it once, at posting time
     # (and again at each edit). A deleted message keeps neither.
     body: Mapped[str] = mapped_column(Text)

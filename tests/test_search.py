@@ -1,5 +1,6 @@
 """Search: results equal a brute-force filter, only readable rooms, safe output, paging."""
 
+import itertools
 import re
 from datetime import UTC, date, datetime, timedelta
 
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from sqlalchemy import select, update
 
+import chat.search
 from chat.models import Message, Room, User
 from chat.search import Query, Term, parse, search
 from tests.test_search_parser import query_text
@@ -186,6 +188,30 @@ async def test_results_equal_a_brute_force_filter_for_every_operator(app, corpus
         0 < len(brute_force(corpus["rows"], parse(raw), "alice", readable)) < len(CORPUS) - 2
         for raw in ["friday", '"release plan"', "from:bob", "in:general", "has:link", "is:mention"]
     )
+
+
+async def test_phrases_page_the_same_when_the_newest_messages_hold_too_few(
+    app, corpus, monkeypatch
+):
+    # PostgreSQL looks for a phrase among the newest PHRASE_WINDOW messages first and then
+    # in the older ones: with windows of a few messages, pages straddle that boundary.
+    readable = {"general", "Random Talk", "team"}
+    for window, limit, raw in itertools.product(
+        [1, 2, 3, 5], [1, 2, 100], ['"release plan"', '"plan release"', 'in:general "release plan"']
+    ):
+        monkeypatch.setattr(chat.search, "PHRASE_WINDOW", window)
+        query = parse(raw)
+        found, before = [], None
+        async with app.state.db() as db:
+            viewer = await User.by_username(db, "alice")
+            while True:
+                results = await search(db, viewer, query, before_id=before, limit=limit)
+                found += [(hit.room_name, hit.seq) for hit in results.hits]
+                if (before := results.older_than) is None:
+                    break
+        expected = brute_force(corpus["rows"], query, "alice", readable)
+        assert found == expected, (window, limit, raw)
+    assert len(brute_force(corpus["rows"], parse('"release plan"'), "alice", readable)) > 1
 
 
 async def test_a_private_room_is_searched_only_by_its_members(app, corpus):
