@@ -348,8 +348,10 @@ class RedisBroker:
         if key == self._control:
             if not self.is_up:
                 log.info("broker.reconnected")
-            self.is_up = True
+            # Frames held back while Redis was away go out before anything new is
+            # accepted, so nobody sees a new frame ahead of an older one.
             await self._republish()
+            self.is_up = True
             return True
         channel = key.decode().removeprefix(self._prefix)
         self._awaiting[channel] -= 1
