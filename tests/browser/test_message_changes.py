@@ -18,6 +18,11 @@ async def open_menu(person, message):
         await press(person.page, "Tab")
     await press(person.page, "Enter")
     await expect(message.locator(".message-menu")).to_be_visible()
+    # Until htmx has taken over the menu's controls, Enter on one would follow its plain link.
+    await person.page.wait_for_function(
+        """() => [...document.querySelectorAll(".message-menu [hx-get], .message-menu [hx-post]")]
+            .every((control) => control["htmx-internal-data"])"""
+    )
 
 
 async def test_edit_react_and_delete_by_keyboard_reach_the_other_tab_live(browse):
