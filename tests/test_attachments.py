@@ -140,6 +140,33 @@ async def test_a_file_over_the_size_limit_is_refused_with_413_and_nothing_is_sto
     assert reply.status_code == 200
 
 
+async def test_reading_stops_at_the_limit_instead_of_taking_the_whole_upload(people, media_dir):
+    room_id, (alice,) = await room_of(people, "alice")
+    boundary = "limit-test-boundary"
+    sent_chunks = 0
+
+    async def body():
+        nonlocal sent_chunks
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
+            f"{alice.csrf_token}\r\n--{boundary}\r\n"
+            'Content-Disposition: form-data; name="files"; filename="huge.bin"\r\n\r\n'
+        ).encode()
+        for _ in range(100):  # 100 MB on offer
+            sent_chunks += 1
+            yield b"\0" * MB
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    reply = await alice.client.post(
+        f"/rooms/{room_id}/messages",
+        content=body(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert reply.status_code == 413 and "huge.bin" in reply.text
+    assert sent_chunks <= 12  # 10 MB and the chunk that passed it, give or take one
+    assert stored_files(media_dir) == []
+
+
 async def test_more_files_than_allowed_are_refused_and_nothing_is_stored(app, people, media_dir):
     room_id, (alice,) = await room_of(people, "alice")
     files = [(f"{n}.txt", b"hello", "text/plain") for n in range(6)]
