@@ -54,11 +54,14 @@ class InvalidMessage(ValueError):
     status = 400
 
 
+EMPTY_MESSAGE = "Type a message before sending."
+
+
 def clean_body(raw: str, max_chars: int, *, may_be_empty: bool = False) -> str:
     """The text as it is stored; it may be empty only for a message of files."""
     body = raw.replace("\r\n", "\n").strip()
     if not body and not may_be_empty:
-        raise InvalidMessage("Type a message before sending.")
+        raise InvalidMessage(EMPTY_MESSAGE)
     if len(body) > max_chars:
         raise InvalidMessage(
             f"Messages can be at most {max_chars:,} characters; this one has {len(body):,}."
@@ -196,12 +199,15 @@ class MessagePath:
     async def edit(self, room_id: int, seq: int, editor: User, raw_body: str) -> Message:
         """Replace the text of `editor`'s own message and show it changed everywhere.
         Raises InvalidMessage, MessageGone, NotYours or BrokerUnavailable."""
-        body = clean_body(raw_body, self.max_chars)
+        body = clean_body(raw_body, self.max_chars, may_be_empty=True)
         self._refuse_while_broker_down()
         mentioned = await self._mentionable(room_id, body)
         html = self._html(body, mentioned)
         async with self.db() as db:
             message, cursor = await Message.change(db, room_id, seq, editor)
+            if not body and not message.attachments:  # only files may stand alone
+                await db.rollback()
+                raise InvalidMessage(EMPTY_MESSAGE)
             await message.edit(db, body, html, mentioned)
             await db.commit()
         await self._publish(room_id, self.change_frame(message, cursor), cursor)

@@ -283,3 +283,36 @@ async def test_another_member_sees_the_attachment_live(visitors):
     assert (alt, width, height) == ("sunset.png", "100", "50")
     image = await bob.get(url)
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+
+
+async def test_a_first_direct_message_may_be_a_file(people):
+    alice, bob = await people("alice"), await people("bob")
+    reply = await alice.post(
+        "/direct/bob/messages", {"body": ""}, files=[("files", ("hi.txt", b"hello", "text/plain"))]
+    )
+    assert reply.status_code == 303, reply.text
+    room_page = await bob.get(reply.headers["location"].split("#")[0])
+    [(url, name)] = DOWNLOAD.findall(room_page.text)
+    assert name == "hi.txt" and (await bob.get(url)).content == b"hello"
+
+
+async def test_the_text_of_a_message_with_files_may_be_edited_away(people):
+    room_id, (alice,) = await room_of(people, "alice")
+    await send(alice, room_id, [("a.txt", b"a", "text/plain")], "caption")
+    await alice.say(room_id, "text only")
+    edit = f"/rooms/{room_id}/messages/%d"
+    assert (await alice.post(edit % 1, {"body": ""}, htmx=True)).status_code == 200
+    assert (await alice.post(edit % 2, {"body": ""}, htmx=True)).status_code == 400
+    page = (await alice.get(f"/rooms/{room_id}")).text
+    assert "caption" not in page and "text only" in page and DOWNLOAD.search(page)
+
+
+async def test_an_animated_gif_keeps_its_frames(people):
+    room_id, (alice,) = await room_of(people, "alice")
+    frames = [Image.new("RGB", (20, 20), color) for color in ("red", "green", "blue")]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    await send(alice, room_id, [("spin.gif", out.getvalue(), "image/gif")])
+    url = IMG.search((await alice.get(f"/rooms/{room_id}")).text).group(1)
+    served = Image.open(io.BytesIO((await alice.get(url)).content))
+    assert (served.format, served.n_frames) == ("GIF", 3)
