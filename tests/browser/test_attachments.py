@@ -54,6 +54,7 @@ async def test_attaching_an_image_and_a_file_shows_them_live_and_by_keyboard(bro
     assert (await download.value).suggested_filename == "notes.txt"
     await alice.assert_accessible()
     await bob.assert_accessible()
+    await bob.screenshot("room-attachments")
     await alice.assert_nothing_executed()
 
 
