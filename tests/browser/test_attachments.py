@@ -73,3 +73,28 @@ async def test_attachments_work_without_javascript(browse):
     await page.get_by_role("button", name="Send").click()
     await expect(page.locator("#composer-error")).to_contain_text("at most 5 files")
     await expect(alice.messages()).to_have_count(1)
+
+
+DROP_AND_PASTE = """() => {
+  const composer = document.getElementById("composer-body");
+  const files = (name) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File(["some text"], name, {type: "text/plain"}));
+    return transfer;
+  };
+  composer.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true,
+                                                 dataTransfer: files("dropped.txt")}));
+  composer.dispatchEvent(new ClipboardEvent("paste", {bubbles: true, cancelable: true,
+                                                       clipboardData: files("pasted.txt")}));
+}"""
+
+
+async def test_files_dropped_or_pasted_on_the_composer_are_sent(browse):
+    alice = await (await browse()).sign_up("alice")
+    room_id = await alice.create_room("Trips")
+    page = alice.page
+    await page.goto(f"/rooms/{room_id}")
+    await page.evaluate(DROP_AND_PASTE)
+    await page.get_by_role("textbox", name="Message Trips").press("Enter")
+    links = alice.messages().first.locator(".attachment-file a")
+    await expect(links).to_have_text(["dropped.txt", "pasted.txt"])
