@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chat.attachments import megabytes
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect
@@ -25,6 +26,7 @@ from chat.messages import MessagePath
 from chat.presence import create_presence
 from chat.routes import routes
 from chat.settings import Settings
+from chat.storage import LocalMediaStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +62,10 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+                # A response may set its own, stricter policy (attachments do).
+                present = {name.lower() for name, _ in message["headers"]}
+                defaults = [header for header in SECURITY_HEADERS if header[0] not in present]
+                message["headers"] = [*message["headers"], *defaults]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -147,6 +152,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             broker=broker,
             templates=app.state.templates.env,
             max_chars=settings.max_message_chars,
+            storage=LocalMediaStorage(settings.media_dir),
         )
         app.state.presence = create_presence(settings, app.state.db, broker)
         try:
@@ -176,4 +182,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.templates = create_templates()
+    app.state.templates.env.globals["upload_limits"] = {
+        "files": settings.max_files_per_message,
+        "size": megabytes(settings.max_upload_bytes),
+    }
     return app

@@ -19,6 +19,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat.models import AuthSession, User
+from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
 
 SESSION_COOKIE = "chat_session"
 CSRF_COOKIE = "chat_csrf"
@@ -144,11 +145,17 @@ class CSRFMiddleware:
             if not _is_same_origin(request):
                 return await _refuse(scope, receive, send, 403, "Cross-origin request refused.")
             token = request.headers.get("x-csrf-token")
-            if token is None:
+            content_type = request.headers.get("content-type", "")
+            if token is None and is_multipart(content_type):
+                token, read, more_body = await _multipart_token(
+                    receive, content_type, self.max_body_bytes
+                )
+                receive = _replay(read, more_body=more_body, then=receive)
+            elif token is None:
                 body = await _read_body(receive, self.max_body_bytes)
                 if body is None:
                     return await _refuse(scope, receive, send, 413, "Request body too large.")
-                token = await _form_token(scope, body)
+                token = _form_token(body)
                 receive = _replay(body, then=receive)
             if fresh_secret is not None or not self._valid(token, secret):
                 return await _refuse(
@@ -204,16 +211,17 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _replay(body: bytes, then: Receive | None = None) -> Receive:
+def _replay(body: bytes, *, more_body: bool = False, then: Receive | None = None) -> Receive:
     """A receive() that hands over the already-read body, then defers to `then`
-    (the client's real channel, which reports a disconnect)."""
+    (the client's real channel: the rest of the body, if `more_body`, then a
+    disconnect)."""
     sent = False
 
     async def receive() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more_body}
         if then is None:
             return {"type": "http.disconnect"}
         return await then()
@@ -221,14 +229,39 @@ def _replay(body: bytes, then: Receive | None = None) -> Receive:
     return receive
 
 
-async def _form_token(scope: Scope, body: bytes) -> str | None:
-    content_type = Request(scope).headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        async with Request(scope, _replay(body)).form() as form:
-            token = form.get("csrf_token")
-            return token if isinstance(token, str) else None
+def _form_token(body: bytes) -> str | None:
     values = parse_qs(body.decode("latin-1"), max_num_fields=1000).get("csrf_token")
     return values[0] if values else None
+
+
+async def _multipart_token(
+    receive: Receive, content_type: str, limit: int
+) -> tuple[str | None, bytes, bool]:
+    """The `csrf_token` field of a multipart body, the bytes read to find it, and
+    whether more of the body follows. Reading stops at the end of that field (the
+    app's forms put it first) or after `limit` bytes, so an upload behind it is
+    neither held in memory nor read before the token is checked."""
+    chunks: list[bytes] = []
+    size, more_body = 0, True
+    in_token, value = False, bytearray()
+    try:
+        reader = MultipartReader(content_type)
+        while more_body and size <= limit:
+            message = await receive()
+            chunk = message.get("body", b"")
+            more_body = message["type"] == "http.request" and message.get("more_body", False)
+            chunks.append(chunk)
+            size += len(chunk)
+            for event in reader.feed(chunk):
+                if isinstance(event, Part):
+                    in_token = event.name == "csrf_token" and event.filename is None
+                elif event is PART_END and in_token:
+                    return value.decode("latin-1"), b"".join(chunks), more_body
+                elif isinstance(event, bytes) and in_token:
+                    value += event
+    except MalformedForm:
+        pass
+    return None, b"".join(chunks), more_body
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, text: str) -> None:

@@ -16,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import anyio
 import structlog
 from jinja2 import Environment
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import events, sanitize
+from chat.attachments import Upload, prepare
 from chat.broker import (
     Broker,
     BrokerUnavailable,
@@ -34,7 +36,8 @@ from chat.broker import (
 )
 from chat.db import is_disconnect
 from chat.events import Cursor
-from chat.models import Membership, Message, Room, User
+from chat.models import Attachment, Membership, Message, Room, User
+from chat.storage import MediaStorage
 
 log = structlog.get_logger("chat.messages")
 
@@ -48,11 +51,17 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 class InvalidMessage(ValueError):
     """The text cannot be posted; the message says why, for the person who typed it."""
 
+    status = 400
 
-def clean_body(raw: str, max_chars: int) -> str:
+
+EMPTY_MESSAGE = "Type a message before sending."
+
+
+def clean_body(raw: str, max_chars: int, *, may_be_empty: bool = False) -> str:
+    """The text as it is stored; it may be empty only for a message of files."""
     body = raw.replace("\r\n", "\n").strip()
-    if not body:
-        raise InvalidMessage("Type a message before sending.")
+    if not body and not may_be_empty:
+        raise InvalidMessage(EMPTY_MESSAGE)
     if len(body) > max_chars:
         raise InvalidMessage(
             f"Messages can be at most {max_chars:,} characters; this one has {len(body):,}."
@@ -110,7 +119,7 @@ def activity_notice(message: Message, mentioned: list[User]) -> bytes:
             "author_id": message.author_id,
             "author": message.author.username if message.author else "",
             "mentioned": [user.id for user in mentioned],
-            "excerpt": message.body[:EXCERPT_CHARS],
+            "excerpt": message.excerpt[:EXCERPT_CHARS],
         }
     ).encode()
 
@@ -123,6 +132,7 @@ class MessagePath:
     broker: Broker
     templates: Environment
     max_chars: int
+    storage: MediaStorage
 
     def render(self, message: Message) -> str:
         return self.templates.get_template("messages/_message.html").render(message=message)
@@ -137,29 +147,44 @@ class MessagePath:
         return events.encode(kind, self.render(message), id=cursor)
 
     async def post(
-        self, room_id: int, author: User, raw_body: str, reply_to_seq: int | None = None
+        self,
+        room_id: int,
+        author: User,
+        raw_body: str,
+        reply_to_seq: int | None = None,
+        uploads: Sequence[Upload] = (),
     ) -> Message | None:
         """Store and broadcast a message (a reply to message `reply_to_seq` of the
-        same room, when given); None when `author` is not in the room.
+        same room, when given) with the files `uploads`; None when `author` is not in
+        the room.
 
-        Raises InvalidMessage for text that cannot be posted, and BrokerUnavailable
+        Raises InvalidMessage for text that cannot be posted, InvalidAttachment for
+        a file that cannot be attached, and BrokerUnavailable
         (or a database disconnect) when it was not stored: the answer is then 503
         and sending again is safe. Once stored, a message is never reported as
         failed, because it will reach every stream: if its publish fails, every
         stream that may miss it is cut off and replays it (see RedisBroker)."""
-        body = clean_body(raw_body, self.max_chars)
+        body = clean_body(raw_body, self.max_chars, may_be_empty=bool(uploads))
         self._refuse_while_broker_down()
         reply_to = await self._original(room_id, reply_to_seq)
         mentioned = await self._mentionable(room_id, body)
         html = self._html(body, mentioned)
+        attachments = await self._store(uploads)
+        keys = [attachment.key for attachment in attachments]
         try:
             async with self.db() as db:
-                posted = await Message.post(db, room_id, author, body, html, mentioned, reply_to)
+                posted = await Message.post(
+                    db, room_id, author, body, html, mentioned, reply_to, attachments
+                )
         except DBAPIError as exc:
             if is_disconnect(exc):
+                # It may have been stored after all: then its files are needed.
                 await self._republish_newest(room_id)
+            else:
+                await self.storage.delete(keys)
             raise
         if posted is None:
+            await self.storage.delete(keys)
             return None
         message, cursor = posted
         await self._publish(room_id, self.frame(message, cursor), cursor)
@@ -174,12 +199,15 @@ class MessagePath:
     async def edit(self, room_id: int, seq: int, editor: User, raw_body: str) -> Message:
         """Replace the text of `editor`'s own message and show it changed everywhere.
         Raises InvalidMessage, MessageGone, NotYours or BrokerUnavailable."""
-        body = clean_body(raw_body, self.max_chars)
+        body = clean_body(raw_body, self.max_chars, may_be_empty=True)
         self._refuse_while_broker_down()
         mentioned = await self._mentionable(room_id, body)
         html = self._html(body, mentioned)
         async with self.db() as db:
             message, cursor = await Message.change(db, room_id, seq, editor)
+            if not body and not message.attachments:  # only files may stand alone
+                await db.rollback()
+                raise InvalidMessage(EMPTY_MESSAGE)
             await message.edit(db, body, html, mentioned)
             await db.commit()
         await self._publish(room_id, self.change_frame(message, cursor), cursor)
@@ -193,8 +221,10 @@ class MessagePath:
             message, cursor = await Message.change(
                 db, room_id, seq, user, may_moderate=may_moderate
             )
-            await message.remove(db)
+            keys = await message.remove(db)
             await db.commit()
+        # Only once the message no longer names them: a failed commit leaves both.
+        await self.storage.delete(keys)
         await self._publish(room_id, self.change_frame(message, cursor), cursor)
         log.info("message.deleted", room_id=room_id, seq=seq, user_id=user.id)
         return message
@@ -209,6 +239,27 @@ class MessagePath:
             await db.commit()
         await self._publish(room_id, self.change_frame(message, cursor), cursor)
         return message
+
+    async def _store(self, uploads: Sequence[Upload]) -> list[Attachment]:
+        """Check and convert the uploads (Pillow, in a thread), then hand what is kept
+        to storage. Raises InvalidAttachment before anything is stored."""
+        if not uploads:
+            return []
+        prepared = await anyio.to_thread.run_sync(lambda: [prepare(each) for each in uploads])
+        attachments = []
+        for file in prepared:
+            key = await self.storage.put(file.path)
+            attachments.append(
+                Attachment(
+                    key=key,
+                    filename=file.filename,
+                    content_type=file.content_type,
+                    size=file.size,
+                    width=file.width,
+                    height=file.height,
+                )
+            )
+        return attachments
 
     def _refuse_while_broker_down(self) -> None:
         if not self.broker.is_up:

@@ -48,6 +48,8 @@ from chat.events import Cursor
 
 # How much of a message a reply quotes.
 QUOTE_CHARS = 140
+# The largest an attached image is shown in a message, in CSS pixels.
+THUMBNAIL_BOX = (320, 240)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -435,6 +437,9 @@ class Message(Base):
     reactions: Mapped[list[Reaction]] = relationship(
         lazy="selectin", order_by="Reaction.created_at", cascade="all, delete-orphan"
     )
+    attachments: Mapped[list[Attachment]] = relationship(
+        lazy="selectin", order_by="Attachment.id", cascade="all, delete-orphan"
+    )
 
     @property
     def is_deleted(self) -> bool:
@@ -452,9 +457,9 @@ class Message(Base):
 
     @property
     def excerpt(self) -> str:
-        """The start of the text as typed, on one line: what a reply quotes. Empty
-        for a deleted message."""
-        text = " ".join(self.body.split())
+        """The start of the text as typed, on one line (or, for a message of files
+        alone, their names): what a reply quotes. Empty for a deleted message."""
+        text = " ".join(self.body.split()) or ", ".join(a.filename for a in self.attachments)
         if len(text) <= QUOTE_CHARS:
             return text
         return text[: QUOTE_CHARS - 1].rstrip() + "…"
@@ -469,10 +474,11 @@ class Message(Base):
         html: str,
         mentioned: Sequence[User] = (),
         reply_to: Message | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> tuple[Message, Cursor] | None:
-        """Insert a message (and its @mentions) with the room's next seq; None if
-        `author` is not a member. `reply_to` is a message of the same room. Also
-        returns the room's cursor right after it.
+        """Insert a message (with its @mentions and attachments) with the room's next
+        seq; None if `author` is not a member. `reply_to` is a message of the same
+        room. Also returns the room's cursor right after it.
 
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
@@ -500,6 +506,7 @@ class Message(Base):
             html=html,
             reply_to_seq=reply_to.seq if reply_to is not None else None,
             reactions=[],
+            attachments=list(attachments),
         )
         message.author = author
         set_committed_value(message, "reply_to", reply_to)
@@ -549,11 +556,15 @@ class Message(Base):
         await db.execute(delete(Mention).where(Mention.message_id == self.id))
         db.add_all(Mention(message_id=self.id, user_id=user.id) for user in mentioned)
 
-    async def remove(self, db: AsyncSession) -> None:
-        """What a deleted message keeps is its place: seq, author and times."""
+    async def remove(self, db: AsyncSession) -> list[str]:
+        """What a deleted message keeps is its place: seq, author and times. Returns
+        the storage keys of its attachments, whose files go once this is committed."""
+        keys = [attachment.key for attachment in self.attachments]
         self.body, self.html, self.deleted_at = "", "", utcnow()
         self.reactions.clear()
+        self.attachments.clear()
         await db.execute(delete(Mention).where(Mention.message_id == self.id))
+        return keys
 
     async def toggle_reaction(self, db: AsyncSession, user: User, emoji: str) -> bool:
         """Add `user`'s `emoji` reaction, or take it back; True if it was added."""
@@ -636,6 +647,63 @@ class Reaction(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     user: Mapped[User | None] = relationship(lazy="joined")
+
+
+class Attachment(Base):
+    """A file sent with a message. Its bytes are in media storage under `key` (random,
+    never the file's name); what they are was read from the bytes (chat/attachments.py)."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    # As the sender's browser named it (cleaned); shown escaped, and the image's alt text.
+    filename: Mapped[str] = mapped_column(String(255))
+    # An image type for re-encoded images, else application/octet-stream.
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int]
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+    @property
+    def thumbnail_size(self) -> tuple[int, int]:
+        """The image's size shown in a message: scaled down to fit THUMBNAIL_BOX."""
+        width, height = self.width or 1, self.height or 1
+        scale = min(1.0, THUMBNAIL_BOX[0] / width, THUMBNAIL_BOX[1] / height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    @property
+    def download_name(self) -> str:
+        """The name it is saved under: an image's extension says what it is now."""
+        if not self.is_image:
+            return self.filename
+        extension = "jpg" if self.content_type == "image/jpeg" else self.content_type[6:]
+        return f"{self.filename.rsplit('.', 1)[0] or 'image'}.{extension}"
+
+    @property
+    def size_text(self) -> str:
+        if self.size < 1024:
+            return f"{self.size} bytes"
+        if self.size < 1024 * 1024:
+            return f"{self.size / 1024:.0f} KB"
+        return f"{self.size / (1024 * 1024):.1f} MB"
+
+    @classmethod
+    async def of_room(cls, db: AsyncSession, room_id: int, key: str) -> Attachment | None:
+        """The attachment stored under `key` of a live message of the room."""
+        return await db.scalar(
+            select(cls)
+            .join(Message, Message.id == cls.message_id)
+            .where(cls.key == key, Message.room_id == room_id, Message.deleted_at.is_(None))
+        )
 
 
 class Mention(Base):

@@ -33,6 +33,15 @@ def load_or_create_secret_key(path: Path) -> str:
     return key
 
 
+def default_media_dir(database_url: str) -> Path:
+    """`media/` beside the SQLite file (one deployment, one folder to back up); with
+    PostgreSQL, `media/` in the working directory."""
+    prefix = "sqlite+aiosqlite:///"
+    if database_url.startswith(prefix) and ":memory:" not in database_url:
+        return Path(database_url.removeprefix(prefix)).parent / "media"
+    return Path("media")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -58,6 +67,11 @@ class Settings:
     presence_ttl_seconds: float = 30.0
     # "alice is typing…" ends this long after her last typing ping.
     typing_seconds: float = 5.0
+    # Attachments: where they are kept (outside static/), and the limits enforced
+    # while an upload streams in.
+    media_dir: Path = Path("media")
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_files_per_message: int = 5
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -65,8 +79,9 @@ class Settings:
         secret_key = env.get("CHAT_SECRET_KEY") or load_or_create_secret_key(
             Path(env.get("CHAT_SECRET_KEY_FILE", DEFAULT_SECRET_KEY_FILE))
         )
+        database_url = env.get("CHAT_DATABASE_URL", DEFAULT_DATABASE_URL)
         return cls(
-            database_url=env.get("CHAT_DATABASE_URL", DEFAULT_DATABASE_URL),
+            database_url=database_url,
             broker_url=env.get("CHAT_BROKER_URL", DEFAULT_BROKER_URL),
             broker_prefix=env.get("CHAT_BROKER_PREFIX", DEFAULT_BROKER_PREFIX),
             secret_key=secret_key,
@@ -75,6 +90,9 @@ class Settings:
             presence_grace_seconds=float(env.get("CHAT_PRESENCE_GRACE_SECONDS", "10")),
             presence_ttl_seconds=float(env.get("CHAT_PRESENCE_TTL_SECONDS", "30")),
             typing_seconds=float(env.get("CHAT_TYPING_SECONDS", "5")),
+            media_dir=Path(env.get("CHAT_MEDIA_DIR") or default_media_dir(database_url)),
+            max_upload_bytes=int(env.get("CHAT_MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))),
+            max_files_per_message=int(env.get("CHAT_MAX_FILES_PER_MESSAGE", "5")),
         )
 
     @property

@@ -47,7 +47,8 @@
     if (target.id !== "composer-body" || event.key !== "Enter") return;
     if (event.shiftKey || event.isComposing || event.altKey || event.ctrlKey || event.metaKey) return;
     event.preventDefault();
-    if (target.value.trim() === "") return;
+    var files = target.form.elements.files;
+    if (target.value.trim() === "" && !(files && files.files.length)) return;
     // One send at a time, in order: a message typed while the previous one is
     // still on its way goes out as soon as that one is answered.
     if (target.form.classList.contains("htmx-request")) target.form.dataset.sendNext = "yes";
@@ -57,13 +58,55 @@
   // The composer empties the moment a message is sent (its text is already in the
   // request), so typing can go on at once; the reply's fresh composer replaces it
   // only if nothing new was typed meanwhile, or to show an error with the text.
+  function hasDraft(form) {
+    var files = form.elements.files;
+    return form.elements.body.value !== "" || Boolean(files && files.files.length);
+  }
   document.addEventListener("htmx:beforeRequest", function (event) {
-    if (event.target.id === "composer") event.target.elements.body.value = "";
+    if (event.target.id !== "composer") return;
+    event.target.elements.body.value = "";
+    if (event.target.elements.files) event.target.elements.files.value = "";
   });
   document.addEventListener("htmx:beforeSwap", function (event) {
     var form = event.detail.elt;
     if (form.id !== "composer" || event.detail.xhr.status >= 300) return;
-    if (form.elements.body.value !== "") event.detail.shouldSwap = false;
+    if (hasDraft(form)) event.detail.shouldSwap = false;
+  });
+
+  // Files pasted into the composer or dropped on it join those chosen with its
+  // "Attach files" field (the field is what is sent, with or without this script).
+  function attach(form, files) {
+    var input = form.elements.files;
+    if (!input || !files || !files.length) return false;
+    var all = new DataTransfer();
+    Array.prototype.forEach.call(input.files, function (file) { all.items.add(file); });
+    Array.prototype.forEach.call(files, function (file) { all.items.add(file); });
+    input.files = all.files;
+    return true;
+  }
+  document.addEventListener("paste", function (event) {
+    var form = event.target.closest && event.target.closest("#composer");
+    if (form && event.clipboardData && attach(form, event.clipboardData.files)) {
+      event.preventDefault();
+    }
+  });
+  ["dragenter", "dragover"].forEach(function (kind) {
+    document.addEventListener(kind, function (event) {
+      var form = event.target.closest && event.target.closest("#composer");
+      if (!form || !event.dataTransfer || event.dataTransfer.types.indexOf("Files") === -1) return;
+      event.preventDefault();
+      form.classList.add("is-dropping");
+    });
+  });
+  ["dragleave", "drop"].forEach(function (kind) {
+    document.addEventListener(kind, function (event) {
+      var form = event.target.closest && event.target.closest("#composer");
+      if (!form) return;
+      form.classList.remove("is-dropping");
+      if (kind === "drop" && event.dataTransfer && attach(form, event.dataTransfer.files)) {
+        event.preventDefault();
+      }
+    });
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     var form = event.detail.elt;

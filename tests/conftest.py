@@ -127,9 +127,20 @@ def broker_env(backend: str, request: pytest.FixtureRequest) -> Iterator[dict[st
 
 
 @pytest.fixture
-def settings(database_url: str, broker_env: dict[str, str]) -> Settings:
+def media_dir(tmp_path: Path) -> Path:
+    """Where this test's attachments go: never into the repository."""
+    return tmp_path / "media"
+
+
+@pytest.fixture
+def settings(database_url: str, broker_env: dict[str, str], media_dir: Path) -> Settings:
     return Settings.from_env(
-        {"CHAT_DATABASE_URL": database_url, "CHAT_SECRET_KEY": TEST_SECRET_KEY, **broker_env}
+        {
+            "CHAT_DATABASE_URL": database_url,
+            "CHAT_SECRET_KEY": TEST_SECRET_KEY,
+            "CHAT_MEDIA_DIR": str(media_dir),
+            **broker_env,
+        }
     )
 
 
@@ -172,10 +183,11 @@ async def anonymous(app: Starlette) -> AsyncIterator[Person]:
 
 
 @pytest.fixture
-def server_env(database_url: str, broker_env: dict[str, str]) -> dict[str, str]:
+def server_env(database_url: str, broker_env: dict[str, str], media_dir: Path) -> dict[str, str]:
     return {
         "CHAT_DATABASE_URL": database_url,
         "CHAT_SECRET_KEY": TEST_SECRET_KEY,
+        "CHAT_MEDIA_DIR": str(media_dir),
         "CHAT_LOG_LEVEL": "INFO",
         **broker_env,
     }

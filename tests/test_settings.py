@@ -36,3 +36,23 @@ def test_defaults_are_the_embedded_backends(tmp_path):
 
 def test_secret_key_is_not_in_the_repr():
     assert "hunter2" not in repr(Settings(secret_key="hunter2"))
+
+
+def test_attachments_go_beside_the_sqlite_file_unless_told_otherwise(tmp_path):
+    beside = Settings.from_env(
+        {"CHAT_SECRET_KEY": "k" * 40, "CHAT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/c.db"}
+    )
+    assert beside.media_dir == tmp_path / "media"
+    told = Settings.from_env(
+        {
+            "CHAT_SECRET_KEY": "k" * 40,
+            "CHAT_MEDIA_DIR": str(tmp_path / "files"),
+            "CHAT_MAX_UPLOAD_BYTES": "1024",
+            "CHAT_MAX_FILES_PER_MESSAGE": "2",
+        }
+    )
+    assert (told.media_dir, told.max_upload_bytes, told.max_files_per_message) == (
+        tmp_path / "files",
+        1024,
+        2,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chat.routes import direct, events, health, live, messages, rooms, search, sessions
+from chat.routes import attachments, direct, events, health, live, messages, rooms, search, sessions
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
@@ -69,6 +69,12 @@ routes = [
         messages.react,
         methods=["POST"],
         name="react_to_message",
+    ),
+    Route(
+        "/rooms/{room_id:int}/attachments/{key}",
+        attachments.show,
+        methods=["GET"],
+        name="attachment",
     ),
     Route("/rooms/{room_id:int}/events", events.stream, name="room_events"),
     Route("/rooms/{room_id:int}/typing", live.typing, methods=["POST"], name="typing"),

@@ -6,10 +6,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from chat.attachments import InvalidAttachment
 from chat.auth import login_required
 from chat.messages import InvalidMessage, clean_body
 from chat.models import NotDirectable, Room, User
-from chat.routes.forms import read_form
+from chat.routes.forms import message_form
 from chat.routes.rooms import navigation_lists
 from chat.routes.sessions import USERNAME
 
@@ -71,17 +72,20 @@ async def page(request: Request) -> Response:
 @login_required
 async def post_message(request: Request) -> Response:
     """Post to your conversation with someone, making it on the first message."""
-    body = (await read_form(request)).get("body", "")
     messages = request.app.state.messages
+    body = ""
     try:
-        clean_body(body, messages.max_chars)  # before a room is made for nothing
-    except InvalidMessage as exc:
+        async with message_form(request) as form:
+            body = form.fields.get("body", "")
+            # Before a room is made for nothing.
+            clean_body(body, messages.max_chars, may_be_empty=bool(form.uploads))
+            _, room = await _conversation(request, create=True)
+            message = await messages.post(room.id, request.state.user, body, uploads=form.uploads)
+    except (InvalidMessage, InvalidAttachment) as exc:
         other, room = await _conversation(request)
         if room is None:
-            return await _draft_page(request, other, error=str(exc), body=body, status=400)
-        raise HTTPException(400, str(exc)) from None
-    _, room = await _conversation(request, create=True)
-    message = await messages.post(room.id, request.state.user, body)
+            return await _draft_page(request, other, error=str(exc), body=body, status=exc.status)
+        raise HTTPException(exc.status, str(exc)) from None
     return RedirectResponse(
         f"{request.url_for('room', room_id=room.id)}#message-{message.seq}", status_code=303
     )

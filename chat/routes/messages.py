@@ -9,29 +9,32 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from chat.attachments import InvalidAttachment
 from chat.auth import login_required
 from chat.messages import InvalidMessage
 from chat.models import Message, MessageGone, NotYours, Room
-from chat.routes.forms import read_form
+from chat.routes.forms import message_form, read_form
 from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, room_page
 
 
 @login_required
 async def create(request: Request) -> Response:
     room, membership = await find_membership(request)
-    form = await read_form(request)
-    body = form.get("body", "")
-    reply_to_seq = int_param(form.get("reply_to"), "reply_to")
+    body, reply_to_seq = "", None
     try:
-        message = await request.app.state.messages.post(
-            room.id, request.state.user, body, reply_to_seq
-        )
-    except InvalidMessage as exc:
+        async with message_form(request) as form:
+            body = form.fields.get("body", "")
+            reply_to_seq = int_param(form.fields.get("reply_to"), "reply_to")
+            message = await request.app.state.messages.post(
+                room.id, request.state.user, body, reply_to_seq, form.uploads
+            )
+    except (InvalidMessage, InvalidAttachment) as exc:
+        error, status = str(exc), exc.status
         if "hx-request" in request.headers:
             return await _composer(
-                request, room, error=str(exc), body=body, reply_to_seq=reply_to_seq, status=400
+                request, room, error=error, body=body, reply_to_seq=reply_to_seq, status=status
             )
-        return await room_page(request, room, membership, error=str(exc), status=400)
+        return await room_page(request, room, membership, error=error, status=status)
     if message is None:  # they left or were removed a moment ago
         raise HTTPException(403, "You are no longer a member of this room.")
     if "hx-request" in request.headers:
