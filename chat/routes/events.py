@@ -16,6 +16,9 @@ from chat.messages import RoomStream
 from chat.presence import Presence
 from chat.routes.rooms import MAX_ID, find_membership
 
+# The scope key under which chat.app.BodySendMiddleware keeps the server's `send`.
+SERVER_SEND = "chat.server_send"
+
 
 class RoomStreamResponse(EventSourceResponse):
     """An SSE response that is torn down as soon as its stream is cut off, even while
@@ -32,7 +35,7 @@ class RoomStreamResponse(EventSourceResponse):
         self._send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._send = send
+        self._send = scope.get(SERVER_SEND, send)
         if isinstance(self.stream, RoomStream):
             self.stream.write_now = self.send_now
         async with (
@@ -53,11 +56,10 @@ class RoomStreamResponse(EventSourceResponse):
         True once written, False when nothing was written because the client's
         connection is not taking more (its transport paused writing).
 
-        The ASGI `send` is driven by hand rather than awaited. Through the
-        middleware (which only touches the response's start) it reaches the
-        server's send, whose only wait, for a paused transport to drain, comes
-        before it writes; for a body chunk it otherwise returns without
-        suspending. A send that would suspend is therefore closed unwritten, and
+        The server's own ASGI `send` (see chat.app.BodySendMiddleware) is driven by
+        hand rather than awaited. Its only wait, for a paused transport to drain,
+        comes before it writes (uvicorn); for a body chunk it otherwise returns
+        without suspending. A send that would suspend is therefore closed unwritten, and
         the stream queues the frame for its own task, which waits its turn.
         """
         sending = self._send({"type": "http.response.body", "body": chunk, "more_body": True})  # type: ignore[misc]
