@@ -13,7 +13,6 @@ in the database by then.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import re
@@ -312,11 +311,11 @@ class Order(enum.Enum):
 
 
 class RoomStream:
-    """One client's stream of a room: `frames()` to send, `cut_off()` to race it with.
+    """One client's stream of a room: `frames()` to send.
 
-    `cut_off()` returns when the client fell so far behind that its queue
-    overflowed; the response then closes the connection even if a write to the
-    client is blocked, and the client comes back and replays from SQL.
+    When the client falls so far behind that its queue overflows, the stream calls
+    `close`, which its response sets to end the response at once, even while a write
+    to the client is blocked; the client comes back and replays from SQL.
 
     The fan-out path: once a response sets `write_now` (write a chunk to the client at
     once, or return False without writing anything), a live frame published while the
@@ -336,19 +335,19 @@ class RoomStream:
         self.sent = after
         self.ends_stream = {leave_room_signal(room_id), end_session_signal(session_id)}
         self.write_now: Callable[[bytes], bool] | None = None
+        self.close: Callable[[], None] = lambda: None
         self._channel = room_channel(room_id)
-        self._cut_off = asyncio.Event()
 
-    async def cut_off(self) -> None:
-        await self._cut_off.wait()
+    def _cut_off(self) -> None:
         log.info("stream.cut_off", room_id=self.room_id, user_id=self.user_id)
+        self.close()
 
     async def frames(self) -> AsyncIterator[bytes]:
         """Every message exactly once and in seq order, and every change to the
         messages the client has (see the module docstring)."""
         own = user_channel(self.user_id)
         async with self.path.broker.subscribe(
-            self._channel, own, on_overflow=self._cut_off.set
+            self._channel, own, on_overflow=self._cut_off
         ) as subscription:
             yield events.RETRY_FRAME
             async for frame in self._replay():

@@ -38,18 +38,11 @@ class RoomStreamResponse(EventSourceResponse):
         self._send = scope.get(SERVER_SEND, send)
         if isinstance(self.stream, RoomStream):
             self.stream.write_now = self.send_now
-        async with (
-            self.presence.connected(self.stream.user_id),
-            anyio.create_task_group() as task_group,
-        ):
-
-            async def close_when_cut_off() -> None:
-                await self.stream.cut_off()
-                task_group.cancel_scope.cancel()
-
-            task_group.start_soon(close_when_cut_off)
-            await super().__call__(scope, receive, send)
-            task_group.cancel_scope.cancel()
+        async with self.presence.connected(self.stream.user_id):
+            # Cancelled by the stream when it is cut off: no task waits for that.
+            with anyio.CancelScope() as cut_off:
+                self.stream.close = cut_off.cancel
+                await super().__call__(scope, receive, send)
 
     def send_now(self, chunk: bytes) -> bool:
         """Write a body chunk from the calling task (a publisher), without waiting:
