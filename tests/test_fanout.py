@@ -8,16 +8,20 @@ sees. tests/test_slow_subscribers.py covers a client that stops reading.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
+from sqlalchemy import select
 
 from chat import events
+from chat.app import create_app
 from chat.broker import MemoryBroker, SubscriptionOverflow, room_channel, user_channel
 from chat.events import Cursor
 from chat.loadbench import ChunkedDecoder, Event, SSEParser
 from chat.messages import RoomStream, end_session_signal, leave_room_signal, room_state_signal
+from chat.models import User
 from chat.routes.events import RoomStreamResponse
-from tests.support import LiveServer
+from tests.support import LiveServer, open_stream
 from tests.test_streams import room_with
 
 ROOM = room_channel(1)
@@ -231,3 +235,41 @@ async def test_every_subscriber_is_written_the_very_same_bytes_and_they_parse_as
     assert event == Event("message", event.data, "1")
     assert "<p>first line</p>\n<p>second <em>line</em></p>" in event.data
     assert frames[0].count(b"\ndata: ") == event.data.count("\n") + 1
+
+
+class HeldBack:
+    """A broker that publishes nothing and keeps what it was given."""
+
+    is_up = True
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        self.published.append((channel, payload))
+
+
+async def test_a_live_frame_after_a_gap_brings_the_gap_from_sql_first(backend, settings, visitors):
+    if backend == "sqlite":
+        pytest.skip("needs a broker shared by this process and the server: Redis")
+    room_id, (alice, bob) = await room_with(visitors, "alice", "bob")
+    # In process, on the server's database and Redis: it can store without publishing.
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with app.state.db() as db:
+            author = await db.scalar(select(User).where(User.username == "alice"))
+        held_back = HeldBack()
+        unpublished = dataclasses.replace(app.state.messages, broker=held_back)
+        async with open_stream(bob.client, f"/rooms/{room_id}/events?after=0") as stream:
+            await alice.say(room_id, "one")
+            [one] = await stream.messages(1)
+            # Stored and not published, as when another post's frame overtakes it.
+            await unpublished.post(room_id, author, "two")
+            await unpublished.post(room_id, author, "three")
+            channel, three = held_back.published[-2]
+            assert channel == room_channel(room_id) and events.cursor_of(three) == Cursor(3)
+            await app.state.broker.publish(channel, three)
+
+            two, three = await stream.messages(2)
+    assert [one.seq, two.seq, three.seq] == [1, 2, 3]
+    assert "two" in two.data and "three" in three.data
