@@ -23,8 +23,10 @@ run: install
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
 
+# Two workers: most tests wait on a server, Chromium or the network, not on a core.
+# worksteal evens out the long tests (chaos, benchmarks' smoke runs, browser journeys).
 test: install chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist worksteal
 
 lint: install
 	$(BIN)/ruff check .

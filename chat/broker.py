@@ -13,6 +13,7 @@ and `RedisBroker` (any number of workers, one Redis pub/sub connection each).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -208,6 +209,12 @@ class MemoryBroker:
         self._fanout.cut_off_all()
 
 
+# CONNECTION_RACES: _listen (reading) and _reconcile (SUBSCRIBE/UNSUBSCRIBE) share one
+# pub/sub connection. When it breaks, redis-py's reconnect-on-error in one task can pull
+# the connection out from under the other, which then fails with whatever that leaves behind (seen:
+# AttributeError on a writer that is None), not only RedisError. Neither task may ever
+# die of it: a dead _reconcile leaves new streams waiting for a subscription forever,
+# a dead _listen leaves every stream of this worker silent.
 RECONNECT_FIRST_DELAY = 0.05
 RECONNECT_MAX_DELAY = 5.0
 # Frames whose publish failed are sent again once Redis answers (see RedisBroker.publish).
@@ -294,8 +301,7 @@ class RedisBroker:
         except RedisError as exc:
             self._unpublished.append((channel, payload))
             log.warning("broker.publish_failed", channel=channel, error=type(exc).__name__)
-            if self._pubsub is not None and self._pubsub.connection is not None:
-                await self._pubsub.connection.disconnect(nowait=True)
+            await self._drop_connection()
             raise BrokerUnavailable(str(exc)) from exc
 
     @asynccontextmanager
@@ -331,6 +337,14 @@ class RedisBroker:
 
     # --- the pub/sub connection ---------------------------------------------------------
 
+    async def _drop_connection(self) -> None:
+        """Break the pub/sub connection on purpose: _listen then loses it, cuts off
+        the local streams and reconnects."""
+        connection = self._pubsub.connection if self._pubsub is not None else None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+
     def _keys(self, channels: Iterable[str]) -> list[bytes]:
         return [(self._prefix + channel).encode() for channel in channels]
 
@@ -357,8 +371,12 @@ class RedisBroker:
                         delay = RECONNECT_FIRST_DELAY
             except (RedisError, OSError) as exc:
                 await self._lost(exc)
+            except Exception as exc:  # see CONNECTION_RACES
+                log.warning("broker.listener_error", error=type(exc).__name__)
+                await self._lost(exc)
             finally:
-                await self._pubsub.aclose()
+                with contextlib.suppress(Exception):  # a broken connection may fail to close
+                    await self._pubsub.aclose()
             # Full jitter: workers that lost Redis together do not return together.
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
@@ -407,8 +425,6 @@ class RedisBroker:
         """SUBSCRIBE channels that gained their first local subscriber, UNSUBSCRIBE the
         ones that lost their last. The only task besides _listen that writes to the
         pub/sub connection, so commands go out in the order they were decided."""
-        from redis.exceptions import RedisError
-
         while True:
             await self._wanted_changed.wait()
             self._wanted_changed.clear()
@@ -416,6 +432,7 @@ class RedisBroker:
                 continue  # the next connection subscribes to everything wanted
             wanted = self._fanout.channels
             new, gone = wanted - self._requested, self._requested - wanted
+            pubsub = self._pubsub
             try:
                 if new:
                     self._requested |= new
@@ -425,8 +442,12 @@ class RedisBroker:
                     self._requested -= gone
                     self._live -= gone
                     await self._pubsub.unsubscribe(*self._keys(gone))
-            except (RedisError, OSError):
-                pass  # _listen sees the broken connection and starts over
+            except Exception as exc:  # not only RedisError: see CONNECTION_RACES
+                # What was just requested may never be confirmed on this connection:
+                # _listen starts over on a new one, subscribing everything wanted.
+                log.info("broker.subscribe_failed", error=type(exc).__name__)
+                if self._pubsub is pubsub:
+                    await self._drop_connection()
 
     async def _republish(self) -> None:
         from redis.exceptions import RedisError

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,9 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from argon2 import PasswordHasher
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
+from chat import auth
 from chat.app import create_app
 from chat.db import create_engine
 from chat.models import Base
@@ -40,6 +44,15 @@ TEST_SECRET_KEY = "test-secret-key-not-for-production"
 BASE_URL = "http://testserver"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """In-process apps hash with argon2's lowest cost: hundreds of sign-ups per run
+    would otherwise spend most of a minute hashing. Live servers keep the real cost."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """This run's PostgreSQL database (`chat_test_<random>`), migrated; dropped at the end."""
@@ -50,6 +63,15 @@ def postgres_url() -> Iterator[str]:
             pytest.skip(f"PostgreSQL is not reachable: {exc}")
         migrate({"CHAT_DATABASE_URL": url})
         yield url
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated by `chat db upgrade` per test run (per xdist worker),
+    copied for each live server: the migration subprocess takes seconds, a copy does not."""
+    path = tmp_path_factory.mktemp("template") / "chat.db"
+    migrate({"CHAT_DATABASE_URL": f"sqlite+aiosqlite:///{path}"})
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -160,10 +182,13 @@ def server_env(database_url: str, broker_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def live_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
+def live_server(
+    server_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[LiveServer]:
     """A migrated database and `chat serve` on a free port (its log in tmp_path)."""
-    if server_env["CHAT_DATABASE_URL"].startswith("sqlite"):
-        migrate(server_env)
+    url = server_env["CHAT_DATABASE_URL"]
+    if url.startswith("sqlite"):
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), make_url(url).database)
     server = LiveServer(server_env, log_path=tmp_path / "server.log").start()
     yield server
     server.stop()
@@ -192,3 +217,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true: {report.longrepr}"
     return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The chaos run is by far the longest test: started first, it runs beside the
+    rest on a parallel run instead of alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is None)

@@ -158,6 +158,38 @@ async def test_losing_the_redis_connection_cuts_off_local_streams_then_it_comes_
     assert listening.is_up
 
 
+async def test_a_subscribe_that_fails_in_an_unexpected_way_still_lets_new_streams_subscribe(
+    workers, monkeypatch
+):
+    """When the shared pub/sub connection breaks, redis-py can fail a SUBSCRIBE with a
+    bare AttributeError; the worker must start over, not stop subscribing for good."""
+    listening, publishing = workers(2)
+    async with listening.subscribe("room:1"):
+        pass
+    subscribe = redis.asyncio.client.PubSub.subscribe
+    failures = []
+
+    async def fails_once(pubsub, *args, **kwargs):
+        if not failures:
+            failures.append(args)
+            raise AttributeError("'NoneType' object has no attribute 'writelines'")
+        return await subscribe(pubsub, *args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.client.PubSub, "subscribe", fails_once)
+
+    async def heard_on_a_new_channel() -> bool:
+        # A stream waiting while the worker starts over is cut off; its client retries.
+        async with asyncio.timeout(5), listening.subscribe("room:2") as stream:
+            await publishing.publish("room:2", b"heard")
+            try:
+                return await next_payload(stream) == ("room:2", b"heard")
+            except SubscriptionOverflow:
+                return False
+
+    await eventually(heard_on_a_new_channel, timeout=15)
+    assert failures
+
+
 async def test_while_redis_is_down_the_broker_says_so_and_recovers_when_it_is_back(
     private_redis, prefix
 ):
