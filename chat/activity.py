@@ -20,9 +20,8 @@ it only while hidden, and once across tabs (static/live.js).
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -60,7 +59,7 @@ class RoomCounts:
 
 
 class UserStream:
-    """One rooms-page tab's stream; `frames()` and `cut_off()` as for RoomStream."""
+    """One rooms-page tab's stream; `frames()` and `close` as for RoomStream."""
 
     def __init__(
         self,
@@ -74,11 +73,11 @@ class UserStream:
         self.user = user
         self.user_id = user.id
         self.ends_stream = end_session_signal(session_id)
-        self._cut_off = asyncio.Event()
+        self.close: Callable[[], None] = lambda: None
 
-    async def cut_off(self) -> None:
-        await self._cut_off.wait()
+    def _cut_off(self) -> None:
         log.info("stream.cut_off", user_id=self.user_id)
+        self.close()
 
     async def _counts(self, room_id: int | None = None) -> dict[int, RoomCounts]:
         """Every room's counts from SQL, or only `room_id`'s."""
@@ -107,7 +106,7 @@ class UserStream:
             room_ids = [room.id for room, _ in await Room.of_member(db, self.user)]
         own = user_channel(self.user_id)
         async with self.broker.subscribe(
-            *map(activity_channel, room_ids), own, on_overflow=self._cut_off.set
+            *map(activity_channel, room_ids), own, on_overflow=self._cut_off
         ) as subscription:
             yield events.RETRY_FRAME
             # Read after subscribing: a message posted in between is counted by SQL

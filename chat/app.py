@@ -25,6 +25,7 @@ from chat.logging import RequestLogMiddleware, configure_logging
 from chat.messages import MessagePath
 from chat.presence import create_presence
 from chat.routes import routes
+from chat.routes.events import SERVER_SEND
 from chat.settings import Settings
 from chat.storage import LocalMediaStorage
 
@@ -69,6 +70,22 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodySendMiddleware:
+    """Keeps the server's own `send` in the scope (`SERVER_SEND`), for the fan-out path
+    (RoomStreamResponse.send_now), which writes each live frame to a thousand streams
+    at once: through the middleware below it each chunk would pass four more layers
+    that only ever change a response's start (status, headers). So it stays first, and
+    no middleware below it may change body chunks (SSE must not be compressed anyway)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[SERVER_SEND] = send
+        await self.app(scope, receive, send)
 
 
 # The reactions every message offers, named for people who cannot see them.
@@ -166,6 +183,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(BodySendMiddleware),
             Middleware(RequestLogMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(

@@ -47,7 +47,16 @@ _CUT_OFF = object()
 
 
 class Subscription:
-    """A bounded queue of (channel, payload) pairs for one stream."""
+    """A bounded queue of (channel, payload) pairs for one stream.
+
+    `direct`, when its owner sets it, is offered each payload that arrives while the
+    consumer waits in `get()` with nothing queued: it either delivers the payload at
+    once, from the publishing task, and returns True, or returns False and the payload
+    is queued. From a False on, everything is queued until the consumer has taken it
+    all and waits again, so payloads still reach it in the order they were published.
+    """
+
+    __slots__ = ("_on_overflow", "_queue", "_waiting", "channels", "direct", "overflowed")
 
     def __init__(
         self,
@@ -59,10 +68,22 @@ class Subscription:
         self._queue: asyncio.Queue[tuple[str, bytes] | object] = asyncio.Queue(maxsize)
         self._on_overflow = on_overflow
         self.overflowed = False
+        self.direct: Callable[[str, bytes], bool] | None = None
+        self._waiting = False
 
     def deliver(self, channel: str, payload: bytes) -> None:
         if self.overflowed:
             return
+        if self._waiting:
+            try:
+                if self.direct(channel, payload):  # type: ignore[misc]
+                    return
+            except Exception:
+                # Never the publisher's problem: this stream ends and its client replays.
+                log.exception("broker.direct_delivery_failed", channel=channel)
+                self.cut_off()
+                return
+            self._waiting = False
         try:
             self._queue.put_nowait((channel, payload))
         except asyncio.QueueFull:
@@ -73,6 +94,7 @@ class Subscription:
         if self.overflowed:
             return
         self.overflowed = True
+        self._waiting = False
         while not self._queue.empty():
             self._queue.get_nowait()
         self._queue.put_nowait(_CUT_OFF)
@@ -82,7 +104,11 @@ class Subscription:
             self._on_overflow()
 
     async def get(self) -> tuple[str, bytes]:
-        item = await self._queue.get()
+        self._waiting = self.direct is not None and self._queue.empty()
+        try:
+            item = await self._queue.get()
+        finally:
+            self._waiting = False
         if item is _CUT_OFF:
             raise SubscriptionOverflow
         return item  # type: ignore[return-value]

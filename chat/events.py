@@ -10,6 +10,7 @@ change has cursors that are plain seqs: `id: 42`; after changes they read `id: 4
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import NamedTuple
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -47,6 +48,9 @@ def cursor_frame(cursor: Cursor) -> bytes:
     return f"id: {cursor}\n\n".encode()
 
 
+# Every stream of a room reads the same frame object: parsing it once per publish, not
+# once per subscriber, matters at a thousand subscribers (bytes cache their hash).
+@lru_cache(maxsize=256)
 def cursor_of(frame: bytes) -> Cursor | None:
     """The `id:` of a frame made by `encode`, or None for frames without one."""
     if not frame.startswith(b"id: "):
@@ -54,6 +58,7 @@ def cursor_of(frame: bytes) -> Cursor | None:
     return Cursor.parse(frame[4 : frame.index(b"\n")].decode())
 
 
+@lru_cache(maxsize=256)
 def is_message(frame: bytes) -> bool:
     """Whether a frame with an id announces a new message (else it changes one)."""
     return frame.startswith(b"event: message\n", frame.index(b"\n") + 1)

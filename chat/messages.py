@@ -13,10 +13,10 @@ in the database by then.
 
 from __future__ import annotations
 
-import asyncio
+import enum
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -353,12 +353,27 @@ class MessagePath:
         return RoomStream(self, room_id, user_id, session_id, after)
 
 
-class RoomStream:
-    """One client's stream of a room: `frames()` to send, `cut_off()` to race it with.
+class Order(enum.Enum):
+    """Where a live frame stands against what a stream has sent (`RoomStream.order`)."""
 
-    `cut_off()` returns when the client fell so far behind that its queue
-    overflowed; the response then closes the connection even if a write to the
-    client is blocked, and the client comes back and replays from SQL.
+    SENT = "the client has it already, or a newer state of it"
+    NEXT = "the client can take it now"
+    AHEAD = "something before it is missing: read the gap from SQL first"
+
+
+class RoomStream:
+    """One client's stream of a room: `frames()` to send.
+
+    When the client falls so far behind that its queue overflows, the stream calls
+    `close`, which its response sets to end the response at once, even while a write
+    to the client is blocked; the client comes back and replays from SQL.
+
+    The fan-out path: once a response sets `write_now` (write a chunk to the client at
+    once, or return False without writing anything), a live frame published while the
+    stream is idle and `NEXT` in order is written by the publishing task itself: no
+    queue, no wake-up of this stream's task. Anything else (a gap to fill from SQL, a
+    client whose connection is not taking more, a signal) goes through the queue and
+    `frames()`, which decides with the same `order`.
     """
 
     def __init__(
@@ -370,22 +385,26 @@ class RoomStream:
         # What the client has: every message up to .seq, with every change up to .change.
         self.sent = after
         self.ends_stream = {leave_room_signal(room_id), end_session_signal(session_id)}
-        self._cut_off = asyncio.Event()
+        self.write_now: Callable[[bytes], bool] | None = None
+        self.close: Callable[[], None] = lambda: None
+        self._channel = room_channel(room_id)
 
-    async def cut_off(self) -> None:
-        await self._cut_off.wait()
+    def _cut_off(self) -> None:
         log.info("stream.cut_off", room_id=self.room_id, user_id=self.user_id)
+        self.close()
 
     async def frames(self) -> AsyncIterator[bytes]:
         """Every message exactly once and in seq order, and every change to the
         messages the client has (see the module docstring)."""
         own = user_channel(self.user_id)
         async with self.path.broker.subscribe(
-            room_channel(self.room_id), own, on_overflow=self._cut_off.set
+            self._channel, own, on_overflow=self._cut_off
         ) as subscription:
             yield events.RETRY_FRAME
             async for frame in self._replay():
                 yield frame
+            if self.write_now is not None:
+                subscription.direct = self._deliver_now
             while True:
                 try:
                     channel, payload = await subscription.get()
@@ -402,33 +421,72 @@ class RoomStream:
                 async for frame in self._live(payload, cursor):
                     yield frame
 
+    def _deliver_now(self, channel: str, payload: bytes) -> bool:
+        """Subscription.direct: called by the publishing task while `frames()` waits
+        with nothing queued. True when the payload needs nothing more (written, or
+        not for the client); False to queue it for `frames()`."""
+        if channel != self._channel:
+            return payload not in self.ends_stream
+        cursor = events.cursor_of(payload)
+        if cursor is None:
+            return self.write_now(payload)  # type: ignore[misc]
+        is_message = events.is_message(payload)
+        order = self.order(cursor, is_message)
+        if order is Order.SENT:
+            return True
+        if order is Order.AHEAD:
+            return False
+        sent, chunk = self._after(payload, cursor, is_message)
+        if not self.write_now(chunk):  # type: ignore[misc]
+            return False
+        self.sent = sent
+        return True
+
+    def order(self, cursor: Cursor, is_message: bool) -> Order:
+        """A new message is next when it follows the last seq sent and its post saw
+        no change the client lacks; a change (edit, delete, reaction) when it is the
+        next change number and its message is one the client has."""
+        sent = self.sent
+        if is_message:
+            if cursor.seq <= sent.seq:
+                return Order.SENT
+            if cursor.seq > sent.seq + 1 or cursor.change > sent.change:
+                return Order.AHEAD
+            return Order.NEXT
+        if cursor.change <= sent.change:
+            return Order.SENT
+        if cursor.change > sent.change + 1 or cursor.seq > sent.seq:
+            return Order.AHEAD
+        return Order.NEXT
+
+    def _after(self, frame: bytes, cursor: Cursor, is_message: bool) -> tuple[Cursor, bytes]:
+        """What the client has once sent the NEXT `frame`, and the bytes to send."""
+        sent = self.sent
+        if is_message:
+            return Cursor(cursor.seq, max(sent.change, cursor.change)), frame
+        now = Cursor(max(sent.seq, cursor.seq), cursor.change)
+        if cursor.seq < now.seq:
+            # The client must not come back asking for messages it already has.
+            return now, frame + events.cursor_frame(now)
+        return now, frame
+
     async def _live(self, frame: bytes, cursor: Cursor) -> AsyncIterator[bytes]:
         """A published frame, after whatever the client must have first. Frames can
         reach the broker out of order (two posts racing); the gap is always in the
         database by then, because numbers are handed out under the room's lock and
         each is committed before the next exists."""
-        sent = self.sent
-        if events.is_message(frame):
-            if cursor.seq <= sent.seq:
-                return  # already sent
-            if cursor.seq > sent.seq + 1 or cursor.change > sent.change:
-                async for missed in self._replay(before_seq=cursor.seq):
-                    yield missed
-            yield frame
-            self.sent = Cursor(cursor.seq, max(self.sent.change, cursor.change))
+        is_message = events.is_message(frame)
+        order = self.order(cursor, is_message)
+        if order is Order.SENT:
             return
-        if cursor.change <= sent.change:
-            return  # already sent, or sent as part of a newer state
-        if cursor.change > sent.change + 1 or cursor.seq > sent.seq:
-            async for missed in self._replay(before_seq=cursor.seq + 1):
+        if order is Order.AHEAD:
+            before_seq = cursor.seq if is_message else cursor.seq + 1
+            async for missed in self._replay(before_seq=before_seq):
                 yield missed
-            if cursor.change <= self.sent.change:
-                return
-        yield frame
-        self.sent = Cursor(max(self.sent.seq, cursor.seq), cursor.change)
-        if cursor.seq < self.sent.seq:
-            # The client must not come back asking for messages it already has.
-            yield events.cursor_frame(self.sent)
+            if self.order(cursor, is_message) is Order.SENT:
+                return  # the replay sent it as it stands now
+        self.sent, chunk = self._after(frame, cursor, is_message)
+        yield chunk
 
     async def _replay(self, before_seq: int | None = None) -> AsyncIterator[bytes]:
         async for cursor, frame in self.path.replay(self.room_id, self.sent, before_seq):

@@ -16,11 +16,15 @@ from chat.messages import RoomStream
 from chat.presence import Presence
 from chat.routes.rooms import MAX_ID, find_membership
 
+# The scope key under which chat.app.BodySendMiddleware keeps the server's `send`.
+SERVER_SEND = "chat.server_send"
+
 
 class RoomStreamResponse(EventSourceResponse):
     """An SSE response that is torn down as soon as its stream is cut off, even while
     a write to a client that stopped reading is blocked. Its user counts as online
-    while it is open. Serves the room streams and the rooms page's UserStream."""
+    while it is open. Serves the room streams and the rooms page's UserStream; a
+    RoomStream also gets `send_now`, for its fan-out path."""
 
     def __init__(
         self, stream: RoomStream | UserStream, presence: Presence, **kwargs: object
@@ -28,20 +32,36 @@ class RoomStreamResponse(EventSourceResponse):
         super().__init__(stream.frames(), **kwargs)
         self.stream = stream
         self.presence = presence
+        self._send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with (
-            self.presence.connected(self.stream.user_id),
-            anyio.create_task_group() as task_group,
-        ):
+        self._send = scope.get(SERVER_SEND, send)
+        if isinstance(self.stream, RoomStream):
+            self.stream.write_now = self.send_now
+        async with self.presence.connected(self.stream.user_id):
+            # Cancelled by the stream when it is cut off: no task waits for that.
+            with anyio.CancelScope() as cut_off:
+                self.stream.close = cut_off.cancel
+                await super().__call__(scope, receive, send)
 
-            async def close_when_cut_off() -> None:
-                await self.stream.cut_off()
-                task_group.cancel_scope.cancel()
+    def send_now(self, chunk: bytes) -> bool:
+        """Write a body chunk from the calling task (a publisher), without waiting:
+        True once written, False when nothing was written because the client's
+        connection is not taking more (its transport paused writing).
 
-            task_group.start_soon(close_when_cut_off)
-            await super().__call__(scope, receive, send)
-            task_group.cancel_scope.cancel()
+        The server's own ASGI `send` (see chat.app.BodySendMiddleware) is driven by
+        hand rather than awaited. Its only wait, for a paused transport to drain,
+        comes before it writes (uvicorn); for a body chunk it otherwise returns
+        without suspending. A send that would suspend is therefore closed unwritten, and
+        the stream queues the frame for its own task, which waits its turn.
+        """
+        sending = self._send({"type": "http.response.body", "body": chunk, "more_body": True})  # type: ignore[misc]
+        try:
+            sending.send(None)
+        except StopIteration:
+            return True
+        sending.close()
+        return False
 
 
 def cursor_param(value: str | None, name: str) -> Cursor | None:
