@@ -17,12 +17,12 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chat.attachments import megabytes
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.messages import MessagePath
+from chat.models import size_text
 from chat.presence import create_presence
 from chat.routes import routes
 from chat.routes.events import SERVER_SEND
@@ -202,6 +202,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.templates = create_templates()
     app.state.templates.env.globals["upload_limits"] = {
         "files": settings.max_files_per_message,
-        "size": megabytes(settings.max_upload_bytes),
+        "size": size_text(settings.max_upload_bytes),
     }
     return app

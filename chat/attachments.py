@@ -38,9 +38,11 @@ MAX_FILENAME_CHARS = 200
 
 
 class InvalidAttachment(ValueError):
-    """A file that cannot be attached; the message says why, for the person sending it."""
+    """A file that cannot be attached; the message says why, for the person sending it.
+    `fields`: the form's text fields read before the refusal (what they typed)."""
 
     status = 400
+    fields: dict[str, str] | None = None
 
 
 class AttachmentTooLarge(InvalidAttachment):
@@ -66,10 +68,6 @@ class PreparedFile:
     size: int
     width: int | None = None
     height: int | None = None
-
-
-def megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):g} MB"
 
 
 def clean_filename(raw: str) -> str:

@@ -649,6 +649,15 @@ class Reaction(Base):
     user: Mapped[User | None] = relationship(lazy="joined")
 
 
+def size_text(size: int) -> str:
+    """A byte count as people read it: "512 bytes", "40 KB", "1.5 MB", "10 MB"."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+
+
 class Attachment(Base):
     """A file sent with a message. Its bytes are in media storage under `key` (random,
     never the file's name); what they are was read from the bytes (chat/attachments.py)."""
@@ -690,11 +699,7 @@ class Attachment(Base):
 
     @property
     def size_text(self) -> str:
-        if self.size < 1024:
-            return f"{self.size} bytes"
-        if self.size < 1024 * 1024:
-            return f"{self.size / 1024:.0f} KB"
-        return f"{self.size / (1024 * 1024):.1f} MB"
+        return size_text(self.size)
 
     @classmethod
     async def of_room(cls, db: AsyncSession, room_id: int, key: str) -> Attachment | None:

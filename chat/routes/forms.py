@@ -21,8 +21,8 @@ from chat.attachments import (
     InvalidAttachment,
     Upload,
     clean_filename,
-    megabytes,
 )
+from chat.models import size_text
 from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
 from chat.settings import Settings
 
@@ -113,7 +113,7 @@ async def _read_multipart(request: Request, content_type: str, directory: Path) 
                     upload.size += len(event)
                     if upload.size > settings.max_upload_bytes:
                         raise AttachmentTooLarge(
-                            f"Files can be at most {megabytes(settings.max_upload_bytes)};"
+                            f"Files can be at most {size_text(settings.max_upload_bytes)};"
                             f" “{upload.filename}” is larger."
                         )
                     await file.write(event)
@@ -126,6 +126,9 @@ async def _read_multipart(request: Request, content_type: str, directory: Path) 
             raise HTTPException(400, "The form data was cut short.")
     except MalformedForm as exc:
         raise HTTPException(400, str(exc)) from exc
+    except InvalidAttachment as exc:
+        exc.fields = form.fields
+        raise
     except ClientDisconnect as exc:
         raise HTTPException(400, "The form data was cut short.") from exc
     finally:

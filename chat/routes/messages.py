@@ -30,11 +30,15 @@ async def create(request: Request) -> Response:
             )
     except (InvalidMessage, InvalidAttachment) as exc:
         error, status = str(exc), exc.status
+        if isinstance(exc, InvalidAttachment) and exc.fields is not None:
+            body = exc.fields.get("body", "")  # refused while reading the form
         if "hx-request" in request.headers:
             return await _composer(
                 request, room, error=error, body=body, reply_to_seq=reply_to_seq, status=status
             )
-        return await room_page(request, room, membership, error=error, status=status)
+        return await room_page(
+            request, room, membership, composer_error=error, draft=body, status=status
+        )
     if message is None:  # they left or were removed a moment ago
         raise HTTPException(403, "You are no longer a member of this room.")
     if "hx-request" in request.headers:

@@ -118,6 +118,8 @@ async def room_page(
     membership: Membership | None,
     *,
     error: str = "",
+    composer_error: str = "",
+    draft: str = "",
     status: int = 200,
 ) -> Response:
     """The room page: the newest messages; with `?at=SEQ` the messages around SEQ (a
@@ -175,6 +177,9 @@ async def room_page(
             # before the messages were, so it never claims a change they lack.
             "stream_after": Cursor(last_seq, room.last_change),
             "error": error,
+            # A message refused without JavaScript: the text comes back with why.
+            "composer_error": composer_error,
+            "body": draft,
         },
         status_code=status,
     )
