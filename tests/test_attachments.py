@@ -298,6 +298,22 @@ async def test_a_first_direct_message_may_be_a_file(people):
     assert name == "hi.txt" and (await bob.get(url)).content == b"hello"
 
 
+async def test_a_first_direct_message_with_a_file_too_large_keeps_the_text_and_makes_no_room(
+    app, people
+):
+    alice, _ = await people("alice"), await people("bob")
+    reply = await alice.post(
+        "/direct/bob/messages",
+        {"body": "see attached"},
+        files=[("files", ("big.bin", b"\0" * (10 * MB + 1), ""))],
+    )
+    assert reply.status_code == 413
+    assert "at most 10 MB" in reply.text
+    assert re.search(r'<textarea id="composer-body"[^>]*>see attached</textarea>', reply.text)
+    assert (await alice.get("/direct/bob")).status_code == 200  # still only a draft
+    assert await count(app, Message) == 0
+
+
 async def test_the_text_of_a_message_with_files_may_be_edited_away(people):
     room_id, (alice,) = await room_of(people, "alice")
     await send(alice, room_id, [("a.txt", b"a", "text/plain")], "caption")

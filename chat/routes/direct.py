@@ -10,7 +10,7 @@ from chat.attachments import InvalidAttachment
 from chat.auth import login_required
 from chat.messages import InvalidMessage, clean_body
 from chat.models import NotDirectable, Room, User
-from chat.routes.forms import message_form
+from chat.routes.forms import message_form, typed_body
 from chat.routes.rooms import navigation_lists
 from chat.routes.sessions import USERNAME
 
@@ -84,6 +84,7 @@ async def post_message(request: Request) -> Response:
     except (InvalidMessage, InvalidAttachment) as exc:
         other, room = await _conversation(request)
         if room is None:
+            body = typed_body(exc, body)
             return await _draft_page(request, other, error=str(exc), body=body, status=exc.status)
         raise HTTPException(exc.status, str(exc)) from None
     return RedirectResponse(

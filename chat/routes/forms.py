@@ -52,6 +52,14 @@ async def read_form(request: Request) -> dict[str, str]:
         raise HTTPException(400, "The form data is malformed.") from exc
 
 
+def typed_body(refusal: Exception, body: str) -> str:
+    """The message text to give back with a refusal: `body` once the form was read,
+    or, for a file refused while it was being read, the text that came before it."""
+    if isinstance(refusal, InvalidAttachment) and refusal.fields is not None:
+        return refusal.fields.get("body", "")
+    return body
+
+
 @dataclass
 class MessageForm:
     fields: dict[str, str]

@@ -13,7 +13,7 @@ from chat.attachments import InvalidAttachment
 from chat.auth import login_required
 from chat.messages import InvalidMessage
 from chat.models import Message, MessageGone, NotYours, Room
-from chat.routes.forms import message_form, read_form
+from chat.routes.forms import message_form, read_form, typed_body
 from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, room_page
 
 
@@ -29,9 +29,7 @@ async def create(request: Request) -> Response:
                 room.id, request.state.user, body, reply_to_seq, form.uploads
             )
     except (InvalidMessage, InvalidAttachment) as exc:
-        error, status = str(exc), exc.status
-        if isinstance(exc, InvalidAttachment) and exc.fields is not None:
-            body = exc.fields.get("body", "")  # refused while reading the form
+        error, status, body = str(exc), exc.status, typed_body(exc, body)
         if "hx-request" in request.headers:
             return await _composer(
                 request, room, error=error, body=body, reply_to_seq=reply_to_seq, status=status
