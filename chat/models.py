@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from sqlalchemy import (
     DDL,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -83,6 +85,26 @@ class Base(DeclarativeBase):
 class Role(enum.StrEnum):
     OWNER = "owner"
     MEMBER = "member"
+
+
+class Listed(NamedTuple):
+    """A room in the viewer's room list: a direct conversation is titled by the other
+    person's name."""
+
+    id: int
+    title: str
+    is_private: bool
+    is_direct: bool
+    unread: int
+
+
+class Member(NamedTuple):
+    """A room's member as its member list shows them: plain rows, not ORM objects,
+    because a room page lists every member (hundreds, in a big room)."""
+
+    id: int
+    username: str
+    is_owner: bool
 
 
 class RoomKind(enum.StrEnum):
@@ -213,21 +235,29 @@ class Room(Base):
         return room
 
     @classmethod
-    async def directs_of(cls, db: AsyncSession, user: User) -> list[tuple[Room, Membership, User]]:
-        """The viewer's direct conversations with their membership and the other
-        person, by the other person's name."""
+    async def listed_for(cls, db: AsyncSession, user: User) -> tuple[list[Listed], list[Listed]]:
+        """The viewer's rooms by name and, apart, their direct conversations by the
+        other person's name: what every page's room list shows, read as plain rows."""
+        unread = cls.last_seq - Membership.last_read_seq
+        mine = and_(Membership.room_id == cls.id, Membership.user_id == user.id)
+        rooms = await db.execute(
+            select(cls.id, cls.name, cls.is_private, false(), unread)
+            .join(Membership, mine)
+            .where(cls.kind == RoomKind.ROOM)
+            .order_by(func.lower(cls.name), cls.id)
+        )
         other = aliased(Membership)
-        rows = await db.execute(
-            select(cls, Membership, User)
-            .join(Membership, and_(Membership.room_id == cls.id, Membership.user_id == user.id))
+        directs = await db.execute(
+            select(cls.id, User.username, cls.is_private, true(), unread)
+            .join(Membership, mine)
             .join(other, and_(other.room_id == cls.id, other.user_id != user.id))
             .join(User, User.id == other.user_id)
             .where(cls.kind == RoomKind.DIRECT)
             .order_by(func.lower(User.username), cls.id)
         )
-        return [(room, membership, person) for room, membership, person in rows]
+        return [Listed(*row) for row in rooms], [Listed(*row) for row in directs]
 
-    def title_for(self, members: Sequence[User], viewer: User) -> str:
+    def title_for(self, members: Sequence[Member], viewer: User) -> str:
         """What the viewer calls this room: a direct conversation is named by the
         other person."""
         if self.is_direct:
@@ -293,14 +323,14 @@ class Room(Base):
         )
         return list(rows)
 
-    async def members(self, db: AsyncSession) -> list[tuple[User, Membership]]:
+    async def members(self, db: AsyncSession) -> list[Member]:
         rows = await db.execute(
-            select(User, Membership)
+            select(User.id, User.username, Membership.role)
             .join(Membership, Membership.user_id == User.id)
             .where(Membership.room_id == self.id)
             .order_by(func.lower(User.username))
         )
-        return [(user, membership) for user, membership in rows]
+        return [Member(id, username, role == Role.OWNER) for id, username, role in rows]
 
     async def add_member(self, db: AsyncSession, user: User, role: Role = Role.MEMBER) -> bool:
         """Make `user` a member; False when they already were."""

@@ -247,7 +247,7 @@
     updateQuotesOf(fresh);
   }
   // Replies shown on the page quote the message as it now stands (the server does the
-  // same for every page and replay; templates/messages/_reply_quote.html).
+  // same for every page and replay; templates/messages/_message.html).
   var QUOTE_CHARS = 140;
   function updateQuotesOf(message) {
     var seq = message.dataset.seq;

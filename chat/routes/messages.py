@@ -68,8 +68,7 @@ async def _composer(
     if room.is_direct or reply_to_seq is not None:
         async with request.app.state.db() as db:
             if room.is_direct:
-                members = [user for user, _ in await room.members(db)]
-                context["room_title"] = room.title_for(members, request.state.user)
+                context["room_title"] = room.title_for(await room.members(db), request.state.user)
             if reply_to_seq is not None:
                 context["reply_to"] = await Message.find(db, room.id, reply_to_seq, deleted=True)
     return request.app.state.templates.TemplateResponse(

@@ -14,7 +14,7 @@ from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
 from chat.events import Cursor
 from chat.messages import leave_room_signal, room_state_signal
-from chat.models import Membership, Mention, Message, Room, RoomKind, User
+from chat.models import Membership, Mention, Message, Room, User
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.rooms")
@@ -80,11 +80,10 @@ async def _index_page(
 async def navigation_lists(db: AsyncSession, user: User) -> dict[str, object]:
     """The viewer's rooms and, apart, their direct conversations, with unread counts
     (the template context of rooms/_nav.html)."""
-    directs = await Room.directs_of(db, user)
+    rooms, directs = await Room.listed_for(db, user)
     return {
-        "my_rooms": await Room.of_member(db, user, RoomKind.ROOM),
-        "my_directs": [(room, membership) for room, membership, _ in directs],
-        "direct_names": {room.id: person.username for room, _, person in directs},
+        "my_rooms": rooms,
+        "my_directs": directs,
         "mention_counts": await Mention.unread_counts(db, user.id),
     }
 
@@ -153,7 +152,7 @@ async def room_page(
     if read_moved:
         await room_state_changed(request, membership)
     presence = request.app.state.presence
-    online = await presence.online_among(user.id for user, _ in members)
+    online = await presence.online_among(member.id for member in members)
     live = membership is not None and shows_newest
     last_seq = messages[-1].seq if messages else (before or room.last_seq + 1) - 1
     return request.app.state.templates.TemplateResponse(
@@ -162,7 +161,7 @@ async def room_page(
         {
             **navigation,
             "room": room,
-            "room_title": room.title_for([user for user, _ in members], request.state.user),
+            "room_title": room.title_for(members, request.state.user),
             "reply_to": reply_to,
             "membership": membership,
             "members": members,
