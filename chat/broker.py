@@ -211,10 +211,10 @@ class MemoryBroker:
 
 # CONNECTION_RACES: _listen (reading) and _reconcile (SUBSCRIBE/UNSUBSCRIBE) share one
 # pub/sub connection. When it breaks, redis-py's reconnect-on-error in one task can pull
-# the connection out from under the other, which then fails with whatever that leaves behind (seen:
-# AttributeError on a writer that is None), not only RedisError. Neither task may ever
-# die of it: a dead _reconcile leaves new streams waiting for a subscription forever,
-# a dead _listen leaves every stream of this worker silent.
+# the connection out from under the other, which then fails with whatever that leaves
+# behind (seen: AttributeError on a writer that is None), not only RedisError. Neither
+# task may ever die of it: a dead _reconcile leaves new streams waiting for a
+# subscription forever, a dead _listen leaves every stream of this worker silent.
 RECONNECT_FIRST_DELAY = 0.05
 RECONNECT_MAX_DELAY = 5.0
 # Frames whose publish failed are sent again once Redis answers (see RedisBroker.publish).

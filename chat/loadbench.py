@@ -533,25 +533,28 @@ async def running_app(backend: str, broker: str, rooms: int, members: int) -> As
 
     secret_key = secrets.token_urlsafe(32)
     prefix = f"chat-bench-{secrets.token_hex(6)}:"
-    async with database(backend) as database_url:
-        env = {
-            "CHAT_DATABASE_URL": database_url,
-            "CHAT_SECRET_KEY": secret_key,
-            "CHAT_LOG_LEVEL": "WARNING",
-            "CHAT_BROKER_URL": REDIS_URL if broker == "redis" else "memory://",
-            "CHAT_BROKER_PREFIX": prefix,
-        }
-        # `chat db upgrade`, in a thread (Alembic runs its own event loop).
-        await asyncio.to_thread(upgrade_database, database_url)
-        population = await populate(database_url, secret_key, rooms, members)
-        server = Server("app", [sys.executable, "-m", "chat", "serve"], env)
-        try:
-            await server.start()
-            yield App(backend, server, population)
-        finally:
-            server.stop()
-            if broker == "redis":
-                forget_redis_prefix(prefix)
+    with tempfile.TemporaryDirectory(prefix="chat-bench-media-") as media:
+        async with database(backend) as database_url:
+            env = {
+                "CHAT_DATABASE_URL": database_url,
+                # Its own folder, whatever the backend: a benchmark leaves nothing behind.
+                "CHAT_MEDIA_DIR": media,
+                "CHAT_SECRET_KEY": secret_key,
+                "CHAT_LOG_LEVEL": "WARNING",
+                "CHAT_BROKER_URL": REDIS_URL if broker == "redis" else "memory://",
+                "CHAT_BROKER_PREFIX": prefix,
+            }
+            # `chat db upgrade`, in a thread (Alembic runs its own event loop).
+            await asyncio.to_thread(upgrade_database, database_url)
+            population = await populate(database_url, secret_key, rooms, members)
+            server = Server("app", [sys.executable, "-m", "chat", "serve"], env)
+            try:
+                await server.start()
+                yield App(backend, server, population)
+            finally:
+                server.stop()
+                if broker == "redis":
+                    forget_redis_prefix(prefix)
 
 
 @contextlib.asynccontextmanager

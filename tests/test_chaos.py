@@ -142,6 +142,7 @@ def cluster(postgres_url, private_redis, tmp_path):
         "CHAT_BROKER_PREFIX": "chat-chaos:",
         "CHAT_SECRET_KEY": TEST_SECRET_KEY,
         "CHAT_LOG_LEVEL": "INFO",
+        "CHAT_MEDIA_DIR": str(tmp_path / "media"),
     }
     servers = [
         LiveServer(env, log_path=tmp_path / f"server-{n}.log").start() for n in range(SERVERS)

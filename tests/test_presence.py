@@ -92,6 +92,7 @@ async def test_presence_is_shared_by_workers_and_a_killed_workers_users_go_offli
         "CHAT_BROKER_PREFIX": prefix,
         "CHAT_PRESENCE_GRACE_SECONDS": str(GRACE),
         "CHAT_PRESENCE_TTL_SECONDS": str(ttl),
+        "CHAT_MEDIA_DIR": str(tmp_path / "media"),
     }
     one = LiveServer(env, log_path=tmp_path / "one.log")
     two = LiveServer(env, log_path=tmp_path / "two.log")
