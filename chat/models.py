@@ -7,9 +7,9 @@ viewer's membership, so a room you may not see is simply not found.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     DDL,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     event,
     exists,
@@ -28,7 +29,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -96,6 +96,7 @@ class Listed(NamedTuple):
     is_private: bool
     is_direct: bool
     unread: int
+    mentions: int  # unread messages that mention the viewer
 
 
 class Member(NamedTuple):
@@ -237,25 +238,10 @@ class Room(Base):
     @classmethod
     async def listed_for(cls, db: AsyncSession, user: User) -> tuple[list[Listed], list[Listed]]:
         """The viewer's rooms by name and, apart, their direct conversations by the
-        other person's name: what every page's room list shows, read as plain rows."""
-        unread = cls.last_seq - Membership.last_read_seq
-        mine = and_(Membership.room_id == cls.id, Membership.user_id == user.id)
-        rooms = await db.execute(
-            select(cls.id, cls.name, cls.is_private, false(), unread)
-            .join(Membership, mine)
-            .where(cls.kind == RoomKind.ROOM)
-            .order_by(func.lower(cls.name), cls.id)
-        )
-        other = aliased(Membership)
-        directs = await db.execute(
-            select(cls.id, User.username, cls.is_private, true(), unread)
-            .join(Membership, mine)
-            .join(other, and_(other.room_id == cls.id, other.user_id != user.id))
-            .join(User, User.id == other.user_id)
-            .where(cls.kind == RoomKind.DIRECT)
-            .order_by(func.lower(User.username), cls.id)
-        )
-        return [Listed(*row) for row in rooms], [Listed(*row) for row in directs]
+        other person's name, with unread and mention counts: what every page's room
+        list shows, read as plain rows in one statement."""
+        listed = [Listed(*row) for row in await db.execute(_LISTED, {"viewer_id": user.id})]
+        return [r for r in listed if not r.is_direct], [r for r in listed if r.is_direct]
 
     def title_for(self, members: Sequence[Member], viewer: User) -> str:
         """What the viewer calls this room: a direct conversation is named by the
@@ -476,6 +462,16 @@ class Message(Base):
         return self.deleted_at is not None
 
     @property
+    def author_name(self) -> str:
+        return self.author.username if self.author else ""
+
+    @property
+    def version(self) -> MessageVersion:
+        """Everything its rendered HTML depends on (see MessageHead)."""
+        original = self.reply_to.changed if self.reply_to is not None else None
+        return MessageVersion(self.id, self.changed, original)
+
+    @property
     def reaction_groups(self) -> list[tuple[str, list[str]]]:
         """(emoji, names of who reacted) in the order each emoji was first used."""
         groups: dict[str, list[str]] = {}
@@ -645,21 +641,80 @@ class Message(Base):
         """Up to `limit` messages, oldest first: the oldest ones after `after` when it is
         given, else the newest ones (before `before`). Keyset on (room_id, seq), never OFFSET."""
         query = select(cls).where(cls.room_id == room_id)
-        if before is not None:
-            query = query.where(cls.seq < before)
-        if after is not None:
-            rows = await db.scalars(query.where(cls.seq > after).order_by(cls.seq).limit(limit))
-            return list(rows)
-        rows = await db.scalars(query.order_by(cls.seq.desc()).limit(limit))
-        return list(reversed(rows.all()))
+        return list(await _keyset_page(db.scalars, query, before, after, limit))
 
     @classmethod
-    async def around(cls, db: AsyncSession, room_id: int, seq: int, limit: int) -> list[Message]:
+    async def heads(
+        cls,
+        db: AsyncSession,
+        room_id: int,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[MessageHead]:
+        """`page`, as MessageHead rows: what a page needs when the messages' HTML is
+        already rendered (chat/fragments.py)."""
+        query = _MESSAGE_HEADS.where(cls.room_id == room_id)
+        rows = await _keyset_page(db.execute, query, before, after, limit)
+        return [MessageHead(*row) for row in rows]
+
+    @classmethod
+    async def heads_around(
+        cls, db: AsyncSession, room_id: int, seq: int, limit: int
+    ) -> list[MessageHead]:
         """About `limit` messages centred on `seq` (which is included when it exists),
         oldest first: what a permalink opens."""
-        older = await cls.page(db, room_id, before=seq + 1, limit=limit // 2 + 1)
-        newer = await cls.page(db, room_id, after=seq, limit=limit - len(older))
+        older = await cls.heads(db, room_id, before=seq + 1, limit=limit // 2 + 1)
+        newer = await cls.heads(db, room_id, after=seq, limit=limit - len(older))
         return older + newer
+
+    @classmethod
+    async def by_ids(cls, db: AsyncSession, ids: Sequence[int]) -> list[Message]:
+        return list(await db.scalars(select(cls).where(cls.id.in_(ids))))
+
+
+async def _keyset_page(
+    execute: Callable[[Select], Awaitable[Any]],
+    query: Select,
+    before: int | None,
+    after: int | None,
+    limit: int,
+) -> list[Any]:
+    """The rows of `query` (over messages of one room) for a page, oldest first."""
+    if before is not None:
+        query = query.where(Message.seq < before)
+    if after is not None:
+        rows = await execute(query.where(Message.seq > after).order_by(Message.seq).limit(limit))
+        return list(rows)
+    rows = await execute(query.order_by(Message.seq.desc()).limit(limit))
+    return list(reversed(rows.all()))
+
+
+class MessageVersion(NamedTuple):
+    """A message's id and change number, and those of the message it quotes: its
+    rendered HTML is the same for as long as these are."""
+
+    id: int
+    changed: int
+    original_changed: int | None
+
+
+class MessageHead(NamedTuple):
+    """What a page shows of a message around its HTML (chat/fragments.py keeps that HTML):
+    read as a plain row, since the HTML itself is rendered once per version."""
+
+    id: int
+    seq: int
+    author_id: int | None
+    author_name: str
+    is_deleted: bool
+    changed: int
+    original_changed: int | None
+
+    @property
+    def version(self) -> MessageVersion:
+        return MessageVersion(self.id, self.changed, self.original_changed)
 
 
 class Reaction(Base):
@@ -823,3 +878,65 @@ for _dialect, _statements in SEARCH_INDEX_DDL.items():
         event.listen(
             Message.__table__, "after_create", DDL(_statement).execute_if(dialect=_dialect)
         )
+
+
+# Message.heads' statement, built once: making it (with its alias) costs more than
+# running it. Here, below every model, because aliasing Message configures the mappers.
+_ORIGINAL = aliased(Message)
+_MESSAGE_HEADS = (
+    select(
+        Message.id,
+        Message.seq,
+        Message.author_id,
+        func.coalesce(User.username, ""),
+        Message.deleted_at.is_not(None),
+        Message.changed,
+        _ORIGINAL.changed,
+    )
+    .outerjoin(User, User.id == Message.author_id)
+    .outerjoin(
+        _ORIGINAL,
+        and_(_ORIGINAL.room_id == Message.room_id, _ORIGINAL.seq == Message.reply_to_seq),
+    )
+)
+
+
+# Room.listed_for's statement, built once, for the same reason.
+_VIEWER = bindparam("viewer_id")
+_OTHER_MEMBER = aliased(Membership)
+# A direct conversation is titled by the other person's name.
+_TITLE = func.coalesce(User.username, Room.name)
+_UNREAD_MENTIONS = (
+    select(Message.room_id, func.count().label("count"))
+    .select_from(Mention)
+    .join(Message, Message.id == Mention.message_id)
+    .join(
+        Membership,
+        and_(Membership.room_id == Message.room_id, Membership.user_id == Mention.user_id),
+    )
+    .where(Mention.user_id == _VIEWER, Message.seq > Membership.last_read_seq)
+    .group_by(Message.room_id)
+    .subquery()
+)
+_LISTED = (
+    select(
+        Room.id,
+        _TITLE,
+        Room.is_private,
+        Room.kind == RoomKind.DIRECT,
+        Room.last_seq - Membership.last_read_seq,
+        func.coalesce(_UNREAD_MENTIONS.c.count, 0),
+    )
+    .join(Membership, and_(Membership.room_id == Room.id, Membership.user_id == _VIEWER))
+    .outerjoin(
+        _OTHER_MEMBER,
+        and_(
+            Room.kind == RoomKind.DIRECT,
+            _OTHER_MEMBER.room_id == Room.id,
+            _OTHER_MEMBER.user_id != _VIEWER,
+        ),
+    )
+    .outerjoin(User, User.id == _OTHER_MEMBER.user_id)
+    .outerjoin(_UNREAD_MENTIONS, _UNREAD_MENTIONS.c.room_id == Room.id)
+    .order_by(func.lower(_TITLE), Room.id)
+)

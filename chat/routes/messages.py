@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.attachments import InvalidAttachment
 from chat.auth import login_required
+from chat.fragments import csrf_field
 from chat.messages import InvalidMessage
 from chat.models import Message, MessageGone, NotYours, Room
 from chat.routes.forms import message_form, read_form, typed_body
@@ -86,15 +87,17 @@ async def history(request: Request) -> Response:
     if (before is None) == (after is None):
         raise HTTPException(400, "Give exactly one of before and after.")
     async with request.app.state.db() as db:
-        messages = await Message.page(
+        messages = await Message.heads(
             db, room.id, before=before, after=after, limit=request.app.state.settings.page_size
         )
+        contents = await request.app.state.fragments.contents(db, messages, csrf_field(request))
     return request.app.state.templates.TemplateResponse(
         request,
         "messages/_page.html",
         {
             "room": room,
             "messages": messages,
+            "contents": contents,
             "older_link": before is not None,
             "newer_link": after is not None,
         },

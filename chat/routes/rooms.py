@@ -13,8 +13,9 @@ from starlette.responses import RedirectResponse, Response
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
 from chat.events import Cursor
+from chat.fragments import csrf_field
 from chat.messages import leave_room_signal, room_state_signal
-from chat.models import Membership, Mention, Message, Room, User
+from chat.models import Membership, Message, Room, User
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.rooms")
@@ -81,11 +82,7 @@ async def navigation_lists(db: AsyncSession, user: User) -> dict[str, object]:
     """The viewer's rooms and, apart, their direct conversations, with unread counts
     (the template context of rooms/_nav.html)."""
     rooms, directs = await Room.listed_for(db, user)
-    return {
-        "my_rooms": rooms,
-        "my_directs": directs,
-        "mention_counts": await Mention.unread_counts(db, user.id),
-    }
+    return {"my_rooms": rooms, "my_directs": directs}
 
 
 @login_required
@@ -131,11 +128,12 @@ async def room_page(
     reply = int_param(request.query_params.get("reply"), "reply")
     async with request.app.state.db() as db:
         if at is not None:
-            messages = await Message.around(db, room.id, at, settings.page_size)
+            messages = await Message.heads_around(db, room.id, at, settings.page_size)
         else:
-            messages = await Message.page(
+            messages = await Message.heads(
                 db, room.id, before=before, after=after, limit=settings.page_size
             )
+        contents = await request.app.state.fragments.contents(db, messages, csrf_field(request))
         shows_newest = (messages[-1].seq if messages else 0) >= room.last_seq
         members = await room.members(db)
         # Where the "new messages" divider goes: read before the marker moves.
@@ -169,6 +167,7 @@ async def room_page(
             "typists": await presence.typists(room.id),
             "first_unread": first_unread,
             "messages": messages,
+            "contents": contents,
             "at": at,
             "shows_newest": shows_newest,
             "live": live,

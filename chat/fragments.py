@@ -1,0 +1,97 @@
+"""Each message's HTML, rendered once per version and kept.
+
+A message renders as a shell (messages/_message.html: which reader's own it is, whether
+a permalink targets it) around its content (messages/_content.html: author, time, text,
+quote, files, reactions), which is the same for every reader. The content is rendered
+once per `MessageVersion` and served from memory after that: a room page shows fifty
+messages that rarely change, and rendering them was most of its cost. Pages read the
+messages as MessageHead rows and load whole messages only for versions not kept.
+
+The one part of the content that is a reader's own is the CSRF field of the reactions
+form (for browsers without JavaScript). The content is kept with a random marker in
+that place and split there; each reader's field, or nothing for a stream frame (app.js
+sends the token as a header), is joined in. The marker is never sent to anyone, so no
+text a user writes can produce or find it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from jinja2 import Environment, pass_context
+from markupsafe import Markup
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+
+from chat.models import Message, MessageHead, MessageVersion
+
+# About 1 KB each: enough for the recent pages of many busy rooms per process.
+KEPT_VERSIONS = 20_000
+
+
+NO_CSRF_FIELD = Markup("")
+
+
+def csrf_field(request: Request | None) -> Markup:
+    if request is None:
+        return NO_CSRF_FIELD
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(
+        request.state.csrf_token
+    )
+
+
+class MessageFragments:
+    def __init__(self, templates: Environment, kept: int = KEPT_VERSIONS) -> None:
+        self._template = templates.get_template("messages/_content.html")
+        self._marker = Markup.escape(secrets.token_hex(16))
+        self._kept: OrderedDict[MessageVersion, tuple[Markup, ...]] = OrderedDict()
+        self._capacity = kept
+        templates.globals["message_content"] = self._content_in_template
+
+    def content(self, message: Message, csrf: Markup = NO_CSRF_FIELD) -> Markup:
+        """The content of `message` as it stands, with the reader's CSRF field."""
+        return csrf.join(self._pieces(message))
+
+    async def contents(
+        self, db: AsyncSession, heads: Iterable[MessageHead], csrf: Markup
+    ) -> dict[int, Markup]:
+        """The content of each message of a page by id, loading from `db` only the
+        messages whose version is not kept."""
+        heads = list(heads)
+        pieces: dict[int, tuple[Markup, ...]] = {}
+        for head in heads:
+            kept = self._kept.get(head.version)
+            if kept is not None:
+                self._kept.move_to_end(head.version)
+                pieces[head.id] = kept
+        missing = [head.id for head in heads if head.id not in pieces]
+        if missing:
+            for message in await Message.by_ids(db, missing):
+                pieces[message.id] = self._pieces(message)
+        return {head.id: csrf.join(pieces.get(head.id, ())) for head in heads}
+
+    def _pieces(self, message: Message) -> tuple[Markup, ...]:
+        version = message.version
+        pieces = self._kept.get(version)
+        if pieces is None:
+            # Autoescaped template output: safe HTML, split where the field goes.
+            html = self._template.render(message=message, csrf_field=self._marker)
+            pieces = tuple(Markup(piece) for piece in html.split(self._marker))  # noqa: S704
+            self._kept[version] = pieces
+            if len(self._kept) > self._capacity:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(version)
+        return pieces
+
+    @pass_context
+    def _content_in_template(self, context: Any, message: Message | MessageHead) -> Markup:
+        """`message_content(message)` in messages/_message.html: from the page's
+        `contents` when the handler read them, else rendered (or kept) from the message."""
+        contents = context.get("contents")
+        if contents is not None:
+            return contents[message.id]
+        return self.content(message, csrf_field(context.get("request")))  # type: ignore[arg-type]
