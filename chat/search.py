@@ -17,19 +17,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
+from typing import Any
 
 from markupsafe import Markup, escape
 from sqlalchemy import ColumnElement, Row, and_, column, func, literal_column, select, table, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
-from chat.models import Message, Room, User
+from chat.models import HAS_LINK_SQL, Message, Room, User
 
 MAX_QUERY_CHARS = 500
 PAGE_SIZE = 25
 SNIPPET_CHARS = 200
-# How many of the newest messages a phrase search on PostgreSQL looks at first.
+# How many of the newest messages a PostgreSQL search looks at first: of all of them
+# for a phrase, of the rooms or people named for in: and from: (see _window_floor).
 PHRASE_WINDOW = 20_000
+SCOPED_WINDOW = 2_000
 
 # Words as both full-text engines see them: runs of letters and digits.
 _TOKEN = re.compile(r"[^\W_]+")
@@ -204,6 +208,10 @@ class Names:
     authors: tuple[tuple[int, ...], ...] = ()
     rooms: tuple[tuple[int, ...], ...] = ()
 
+    @property
+    def narrow(self) -> bool:
+        return bool(self.authors or self.rooms)
+
 
 async def _ids_named(
     db: AsyncSession, id_column: ColumnElement[int], name_column: ColumnElement[str], name: str
@@ -228,6 +236,7 @@ def statement(
     before_id: int | None = None,
     after_id: int | None = None,
     limit: int,
+    use_word_index: bool = True,
 ) -> Select:
     """The newest `limit` messages matching `query` that `viewer` may read (with ids
     between `after_id` and `before_id`, both excluded, when given), newest first;
@@ -251,8 +260,7 @@ def statement(
         next_day = query.after + timedelta(days=1)
         conditions.append(Message.created_at >= datetime.combine(next_day, time(), UTC))
     if query.has_link:
-        # Links are what the sanitizer turned into anchors (bare URLs included).
-        conditions.append(Message.html.contains("<a ", autoescape=True))
+        conditions.append(text(HAS_LINK_SQL))
 
     order_key = Message.id
     base = select(
@@ -286,7 +294,10 @@ def statement(
                 tsquery = func.tsquery_and(
                     tsquery, func.tsquery_not(_any([_tsquery(t) for t in query.excluded]))
                 )
-            conditions.append(vector.op("@@")(tsquery))
+            # The function, unlike the operator, is no use to the GIN index, which
+            # leaves the planner to walk the newest messages (see _window_floor).
+            matches = vector.op("@@") if use_word_index else partial(func.ts_match_vq, vector)
+            conditions.append(matches(tsquery))
         elif query.excluded:
             conditions.append(~vector.op("@@")(_any([_tsquery(t) for t in query.excluded])))
     if before_id is not None:
@@ -332,21 +343,19 @@ async def search(
     dialect = db.get_bind().dialect.name
     names = await resolve(db, query)
 
-    async def newest(limit: int, **bounds: int | None) -> list[Row]:
+    async def newest(limit: int, **bounds: Any) -> list[Row]:
         found = await db.execute(statement(query, viewer, dialect, names, limit=limit, **bounds))
         return list(found.all())
 
     rows: list[Row] = []
-    if dialect == "postgresql" and any(len(term.tokens) > 1 for term in query.terms):
-        # GIN finds the messages with all of a phrase's words, but only the row itself
-        # tells whether they are adjacent: rechecking every candidate for the newest 25
-        # costs tens of milliseconds for a common phrase. Try the newest messages first;
-        # the index scan of that id range narrows the rows to recheck (a BitmapAnd).
-        if before_id is None:
-            before_id = (await db.scalar(select(func.max(Message.id))) or 0) + 1
-        floor = before_id - PHRASE_WINDOW
-        rows = await newest(limit + 1, before_id=before_id, after_id=floor)
-        before_id = floor + 1
+    if dialect == "postgresql" and query.terms:
+        # Try the newest messages first, then the rest only if they held too few.
+        floor = await _window_floor(db, query, names, before_id)
+        if floor is not None:
+            rows = await newest(
+                limit + 1, before_id=before_id, after_id=floor, use_word_index=not names.narrow
+            )
+            before_id = floor + 1
     if len(rows) <= limit:
         rows += await newest(limit + 1 - len(rows), before_id=before_id)
     hits = [
@@ -362,6 +371,35 @@ async def search(
         for row in rows[:limit]
     ]
     return Results(hits, hits[-1].id if len(rows) > limit else None)
+
+
+async def _window_floor(
+    db: AsyncSession, query: Query, names: Names, before_id: int | None
+) -> int | None:
+    """Where the first, cheap try of a PostgreSQL search stops (the id above which
+    it looks), or None when one search of everything is as cheap.
+
+    GIN finds the messages with every word, but only the row itself tells whether a
+    phrase's words are adjacent: rechecking every candidate for the newest 25 costs
+    tens of milliseconds for a common phrase, so a phrase looks at the newest
+    PHRASE_WINDOW messages first (the id range and the GIN index combine before any
+    row is rechecked). With from: or in:, the planner combines the person's or the
+    room's messages with the GIN index of the words, which for a common word means
+    reading tens of thousands of entries; walking the newest SCOPED_WINDOW of those
+    messages, checking each one's words without the index, is cheaper and usually
+    enough."""
+    if names.narrow:
+        scope = [Message.room_id.in_(ids) for ids in names.rooms]
+        scope += [Message.author_id.in_(ids) for ids in names.authors]
+        newest_first = select(Message.id).where(*scope).order_by(Message.id.desc())
+        if before_id is not None:
+            newest_first = newest_first.where(Message.id < before_id)
+        return await db.scalar(newest_first.offset(SCOPED_WINDOW).limit(1))
+    if any(len(term.tokens) > 1 for term in query.terms):
+        if before_id is None:
+            before_id = (await db.scalar(select(func.max(Message.id))) or 0) + 1
+        return before_id - PHRASE_WINDOW
+    return None
 
 
 # --- snippets -----------------------------------------------------------------------------

@@ -190,16 +190,24 @@ async def test_results_equal_a_brute_force_filter_for_every_operator(app, corpus
     )
 
 
-async def test_phrases_page_the_same_when_the_newest_messages_hold_too_few(
+async def test_searches_page_the_same_when_the_newest_messages_hold_too_few(
     app, corpus, monkeypatch
 ):
-    # PostgreSQL looks for a phrase among the newest PHRASE_WINDOW messages first and then
-    # in the older ones: with windows of a few messages, pages straddle that boundary.
+    # PostgreSQL looks for a phrase among the newest PHRASE_WINDOW messages, and with
+    # from: or in: among the newest SCOPED_WINDOW of that person's or room's, first,
+    # then in the older ones: with windows of a few messages, pages straddle that boundary.
     readable = {"general", "Random Talk", "team"}
-    for window, limit, raw in itertools.product(
-        [1, 2, 3, 5], [1, 2, 100], ['"release plan"', '"plan release"', 'in:general "release plan"']
-    ):
+    queries = [
+        '"release plan"',
+        '"plan release"',
+        'in:general "release plan"',
+        "in:general friday",
+        "from:bob release",
+        "from:alice in:team -cafe release",
+    ]
+    for window, limit, raw in itertools.product([1, 2, 3, 5], [1, 2, 100], queries):
         monkeypatch.setattr(chat.search, "PHRASE_WINDOW", window)
+        monkeypatch.setattr(chat.search, "SCOPED_WINDOW", window)
         query = parse(raw)
         found, before = [], None
         async with app.state.db() as db:
