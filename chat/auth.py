@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,6 +82,10 @@ async def end_session(request: Request, response: Response, auth_session: AuthSe
     response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
 
 
+# Built once, like the room page's statements (chat/models.py): every request runs it.
+_SESSION = select(AuthSession).where(AuthSession.token_hash == bindparam("token_hash"))
+
+
 async def load_session(request: Request) -> AuthSession | None:
     """The request's signed-in session (with its user), cached on request.state."""
     if "auth_session" in request.state._state:
@@ -95,9 +99,7 @@ async def load_session(request: Request) -> AuthSession | None:
             token = None
         if isinstance(token, str):
             async with request.app.state.db() as db:
-                auth_session = await db.scalar(
-                    select(AuthSession).where(AuthSession.token_hash == _token_hash(token))
-                )
+                auth_session = await db.scalar(_SESSION, {"token_hash": _token_hash(token)})
     request.state.auth_session = auth_session
     request.state.user = auth_session.user if auth_session else None
     return auth_session

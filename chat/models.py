@@ -268,16 +268,7 @@ class Room(Base):
     ) -> tuple[Room, Membership | None] | None:
         """The room and the viewer's membership; None for a room that does not exist
         and, identically, for a private room the viewer is not in."""
-        row = (
-            await db.execute(
-                select(cls, Membership)
-                .outerjoin(
-                    Membership,
-                    and_(Membership.room_id == cls.id, Membership.user_id == user.id),
-                )
-                .where(cls.id == room_id, or_(~cls.is_private, Membership.user_id.is_not(None)))
-            )
-        ).first()
+        row = (await db.execute(_VISIBLE_ROOM, {"viewer_id": user.id, "room_id": room_id})).first()
         return None if row is None else (row[0], row[1])
 
     @classmethod
@@ -311,12 +302,7 @@ class Room(Base):
         return list(rows)
 
     async def members(self, db: AsyncSession) -> list[Member]:
-        rows = await db.execute(
-            select(User.id, User.username, Membership.role)
-            .join(Membership, Membership.user_id == User.id)
-            .where(Membership.room_id == self.id)
-            .order_by(func.lower(User.username))
-        )
+        rows = await db.execute(_MEMBERS, {"room_id": self.id})
         return [Member(id, username, role == Role.OWNER) for id, username, role in rows]
 
     async def add_member(self, db: AsyncSession, user: User, role: Role = Role.MEMBER) -> bool:
@@ -893,8 +879,22 @@ for _dialect, _statements in SEARCH_INDEX_DDL.items():
         )
 
 
-# Message.heads' statement, built once: making it (with its alias) costs more than
-# running it. Here, below every model, because aliasing Message configures the mappers.
+# The statements every room page runs, built once: making one (select(...) with its
+# joins and conditions) costs a room page more than running it does. Here, below every
+# model, because aliasing a model configures the mappers.
+_VIEWER = bindparam("viewer_id")
+_ROOM = bindparam("room_id")
+_VISIBLE_ROOM = (
+    select(Room, Membership)
+    .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == _VIEWER))
+    .where(Room.id == _ROOM, or_(~Room.is_private, Membership.user_id.is_not(None)))
+)
+_MEMBERS = (
+    select(User.id, User.username, Membership.role)
+    .join(Membership, Membership.user_id == User.id)
+    .where(Membership.room_id == _ROOM)
+    .order_by(func.lower(User.username))
+)
 _ORIGINAL = aliased(Message)
 _MESSAGE_HEADS = (
     select(
@@ -913,9 +913,6 @@ _MESSAGE_HEADS = (
     )
 )
 
-
-# Room.listed_for's statement, built once, for the same reason.
-_VIEWER = bindparam("viewer_id")
 _OTHER_MEMBER = aliased(Membership)
 # A direct conversation is titled by the other person's name.
 _TITLE = func.coalesce(User.username, Room.name)
