@@ -38,6 +38,7 @@ from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     aliased,
+    defaultload,
     foreign,
     mapped_column,
     relationship,
@@ -670,7 +671,9 @@ class Message(Base):
 
     @classmethod
     async def by_ids(cls, db: AsyncSession, ids: Sequence[int]) -> list[Message]:
-        return list(await db.scalars(select(cls).where(cls.id.in_(ids))))
+        """The messages, as rendering needs them: a quoted original only for its quote
+        (its reactions are never shown, so they are not read)."""
+        return list(await db.scalars(select(cls).where(cls.id.in_(ids)).options(_QUOTE_ONLY)))
 
 
 async def _keyset_page(
@@ -950,3 +953,4 @@ _LISTED = (
     .outerjoin(_UNREAD_MENTIONS, _UNREAD_MENTIONS.c.room_id == Room.id)
     .order_by(func.lower(_TITLE), Room.id)
 )
+_QUOTE_ONLY = defaultload(Message.reply_to).raiseload(Message.reactions)
