@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,34 @@ def test_idle_measures_memory_per_stream_on_app_and_baseline(tmp_path: Path) -> 
         assert result[target]["streams"] == 30
         assert result[target]["errors"] == 0
         assert not math.isnan(result[target]["kib_per_stream"])
+
+
+def test_seed_then_history_and_search_report_every_measurement(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CHAT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'seeded.db'}",
+        "CHAT_MEDIA_DIR": str(tmp_path / "media"),
+    }
+
+    def chat(*arguments: str) -> str:
+        completed = subprocess.run(
+            [sys.executable, "-m", "chat", *arguments],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return completed.stdout
+
+    chat("db", "upgrade")
+    chat("seed", "--rooms", "3", "--users", "5", "--messages", "400")
+    history = chat("bench", "history", "--requests", "3")
+    search = chat("bench", "search", "--requests", "2")
+
+    rows = {}
+    for line in history.splitlines()[1:] + search.splitlines()[1:]:  # under a header each
+        label, count, *milliseconds = line.rsplit(maxsplit=5)
+        rows[label.strip()] = (int(count), [float(value) for value in milliseconds])
+    for label in ("room page", "permalink", "permalink, again", "older fragment"):
+        assert rows[label][0] == 3
+    for label in ("common word", "phrase", "from + word", "in + word", "has:link + word"):
+        assert rows[label][0] == 2
+    assert all(0 < p50 <= p95 <= p99 <= top for _, (p50, p95, p99, top) in rows.values())
