@@ -20,7 +20,7 @@ from chat.events import Cursor
 from chat.loadbench import ChunkedDecoder, Event, SSEParser
 from chat.messages import RoomStream, end_session_signal, leave_room_signal, room_state_signal
 from chat.models import User
-from chat.routes.events import RoomStreamResponse
+from chat.streams import RoomStreamResponse
 from tests.support import LiveServer, open_stream
 from tests.test_streams import room_with
 
