@@ -120,34 +120,29 @@ class RoomStreamResponse(EventSourceResponse):
         if isinstance(self.stream, RoomStream):
             self.stream.write_now = self.send_now
         self.stream.close = self.end
-        finished = False
         async with self.streams.presence.connected(self.stream.user_id):
             with anyio.CancelScope() as self._scope:
                 stop_watching = watch_disconnect(receive, self.end)
                 self.streams.add(self)
                 try:
-                    finished = await self._stream()
+                    await self._stream()
                 finally:
                     self.streams.discard(self)
                     stop_watching()
-        if finished:
-            # Otherwise, or when even this cannot be written at once, the server closes
-            # the connection once this returns.
+            # When even this cannot be written at once, the server closes the
+            # connection once this returns; the client reconnects either way.
             self._write_now({"type": "http.response.body", "body": b"", "more_body": False})
 
     def end(self) -> None:
         """End the response at once, wherever its task waits (see the class)."""
         self._scope.cancel()  # type: ignore[union-attr]
 
-    async def _stream(self) -> bool:
-        """True when the stream came to its end, False when the client took nothing
-        for `send_timeout`."""
+    async def _stream(self) -> None:
         async with contextlib.aclosing(self.body_iterator) as frames:  # type: ignore[type-var]
             async for chunk in frames:
                 if not self.send_now(chunk) and not await self._send_waiting(chunk):
                     log.info("stream.send_timeout", user_id=self.stream.user_id)
-                    return False
-        return True
+                    return
 
     async def _send_waiting(self, chunk: bytes) -> bool:
         """Write a chunk the client's connection did not take at once, waiting for it for
