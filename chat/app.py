@@ -172,8 +172,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            Middleware(StreamHandoverMiddleware),
             Middleware(RequestLogMiddleware),
+            Middleware(StreamHandoverMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(
                 CSRFMiddleware,

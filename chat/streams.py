@@ -83,9 +83,8 @@ class RoomStreamResponse(EventSourceResponse):
     counts as online while it is open. Serves the room streams and the rooms page's
     UserStream; a RoomStream also gets `send_now`, for its fan-out path.
 
-    Called by the app, it only sends its start (through every middleware, which add their
-    headers and log the request); `StreamHandoverMiddleware` then calls `serve` once the
-    app has returned.
+    Called by the app, it only keeps the app's `send` for its start and hands itself
+    over; `StreamHandoverMiddleware` calls `serve` once the app has returned.
     """
 
     # What EventSourceResponse.__init__ would set, the same for every stream, made once;
@@ -101,6 +100,7 @@ class RoomStreamResponse(EventSourceResponse):
         self.stream = stream
         self.streams = streams
         self._send: Send | None = None
+        self._send_start: Send | None = None
         self._scope: anyio.CancelScope | None = None
         # Read by the heartbeat: whether anything was written since it last looked,
         # and since when the client's connection has refused a heartbeat.
@@ -111,16 +111,24 @@ class RoomStreamResponse(EventSourceResponse):
         if scope["method"] == "HEAD":
             await super().__call__(scope, receive, send)  # headers only, no stream
             return
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        # The middleware's closures that add headers to the start outlive their frames.
+        self._send_start = send
         scope[OPEN_STREAM] = self
 
     async def serve(self, receive: Receive, send: Send) -> None:
-        """Stream, in the request's task, with the server's own `receive` and `send`."""
+        """Stream, in the request's task, with `receive` and `send` from below every
+        middleware but the request log (whose `send` only looks at the start)."""
         self._send = send
         if isinstance(self.stream, RoomStream):
             self.stream.write_now = self.send_now
         self.stream.close = self.end
         async with self.streams.presence.connected(self.stream.user_id):
+            # Only once the user counts as online: a client that has the headers of its
+            # stream is announced, and the next presence it sees is someone else's.
+            await self._send_start(  # type: ignore[misc]
+                {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            )
+            self._send_start = None  # and with it the request's middleware closures
             with anyio.CancelScope() as self._scope:
                 stop_watching = watch_disconnect(receive, self.end)
                 self.streams.add(self)
@@ -249,13 +257,14 @@ class OpenStreams:
 
 
 class StreamHandoverMiddleware:
-    """The first middleware: serves a RoomStreamResponse once the app below it has
-    returned. A stream is open for hours; this way its task holds none of the request's
-    frames, `Request` objects and closures (every middleware's and Starlette's routing's,
-    half of a stream's memory), nor the rows its authentication left on `request.state`,
-    and its body chunks pass no middleware (the fan-out path writes each frame to a
-    thousand streams). So no middleware may change body chunks (SSE must not be
-    compressed anyway), and a stream's request is logged when it starts."""
+    """Serves a RoomStreamResponse once the app below it has returned. A stream is open
+    for hours; this way its task holds none of the request's frames, `Request` objects
+    and closures (Starlette's routing's and the middleware's below this one: half of a
+    stream's memory), nor the rows its authentication left on `request.state`, and its
+    body chunks pass none of those middleware (the fan-out path writes each frame to a
+    thousand streams). It comes right after the request log, which logs a stream's
+    request when the stream ends, as for any other response. No middleware may change
+    body chunks (SSE must not be compressed anyway)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
