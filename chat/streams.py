@@ -52,10 +52,12 @@ def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> Cal
     that it sets when the connection is lost). Returns the function that stops
     watching."""
     receiving: Coroutine[Any, Any, Message] = receive()
+    stopped = False
 
     def step(_: object = None) -> None:
         nonlocal receiving
-        while True:
+        # The future can be done, and this step due, when the stream has just ended.
+        while not stopped:
             try:
                 waiting = receiving.send(None)
             except StopIteration as received:
@@ -70,6 +72,8 @@ def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> Cal
             return
 
     def stop() -> None:
+        nonlocal stopped
+        stopped = True
         receiving.close()
 
     step()

@@ -118,3 +118,24 @@ async def test_a_server_asked_to_stop_ends_its_open_streams_itself(visitors, liv
     log = live_server.log_path.read_text()
     # Otherwise uvicorn cancels it after its graceful-shutdown timeout and says so.
     assert "timeout graceful shutdown exceeded" not in log
+
+
+async def test_a_watch_stopped_while_its_disconnect_is_due_notices_nothing_and_raises_nothing():
+    lost = asyncio.Event()
+
+    async def receive() -> dict:
+        await lost.wait()
+        return {"type": "http.disconnect"}
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    noticed: list[bool] = []
+    stop = watch_disconnect(receive, lambda: noticed.append(True))
+    lost.set()  # the client went: the watch's next step is due...
+    stop()  # ...when the stream ends for another reason
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert noticed == []
+    assert errors == []
