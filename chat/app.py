@@ -26,9 +26,9 @@ from chat.messages import MessagePath
 from chat.models import size_text
 from chat.presence import create_presence
 from chat.routes import routes
-from chat.routes.events import SERVER_SEND
 from chat.settings import Settings
 from chat.storage import LocalMediaStorage
+from chat.streams import OpenStreams, StreamHandoverMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,22 +71,6 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-class BodySendMiddleware:
-    """Keeps the server's own `send` in the scope (`SERVER_SEND`), for the fan-out path
-    (RoomStreamResponse.send_now), which writes each live frame to a thousand streams
-    at once: through the middleware below it each chunk would pass four more layers
-    that only ever change a response's start (status, headers). So it stays first, and
-    no middleware below it may change body chunks (SSE must not be compressed anyway)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[SERVER_SEND] = send
-        await self.app(scope, receive, send)
 
 
 # The reactions every message offers, named for people who cannot see them.
@@ -173,9 +157,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             storage=LocalMediaStorage(settings.media_dir),
         )
         app.state.presence = create_presence(settings, app.state.db, broker)
+        app.state.streams = OpenStreams(
+            app.state.presence, settings.heartbeat_seconds, settings.send_timeout_seconds
+        )
+        app.state.streams.start()
         try:
             yield
         finally:
+            await app.state.streams.close()
             await app.state.presence.close()
             await broker.close()
             await engine.dispose()
@@ -184,8 +173,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            Middleware(BodySendMiddleware),
             Middleware(RequestLogMiddleware),
+            Middleware(StreamHandoverMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(
                 CSRFMiddleware,

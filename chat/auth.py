@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -102,6 +103,9 @@ async def load_session(request: Request) -> AuthSession | None:
                 auth_session = await db.scalar(_SESSION, {"token_hash": _token_hash(token)})
     request.state.auth_session = auth_session
     request.state.user = auth_session.user if auth_session else None
+    # On every log line of the request, including an event stream's, which does not
+    # keep these rows (chat.streams.StreamHandoverMiddleware).
+    structlog.contextvars.bind_contextvars(user_id=auth_session.user_id if auth_session else None)
     return auth_session
 
 

@@ -43,9 +43,6 @@ class BrokerUnavailable(Exception):
     """The broker cannot carry messages right now."""
 
 
-_CUT_OFF = object()
-
-
 class Subscription:
     """A bounded queue of (channel, payload) pairs for one stream.
 
@@ -54,9 +51,21 @@ class Subscription:
     once, from the publishing task, and returns True, or returns False and the payload
     is queued. From a False on, everything is queued until the consumer has taken it
     all and waits again, so payloads still reach it in the order they were published.
+
+    A list and one future rather than an asyncio.Queue (four deques, an Event): there
+    is one subscription per open stream, and on the fan-out path it stays empty.
     """
 
-    __slots__ = ("_on_overflow", "_queue", "_waiting", "channels", "direct", "overflowed")
+    __slots__ = (
+        "_maxsize",
+        "_on_overflow",
+        "_queued",
+        "_waiting",
+        "_wakeup",
+        "channels",
+        "direct",
+        "overflowed",
+    )
 
     def __init__(
         self,
@@ -65,7 +74,9 @@ class Subscription:
         on_overflow: Callable[[], None] | None = None,
     ) -> None:
         self.channels = channels
-        self._queue: asyncio.Queue[tuple[str, bytes] | object] = asyncio.Queue(maxsize)
+        self._maxsize = maxsize
+        self._queued: list[tuple[str, bytes]] = []
+        self._wakeup: asyncio.Future[None] | None = None
         self._on_overflow = on_overflow
         self.overflowed = False
         self.direct: Callable[[str, bytes], bool] | None = None
@@ -84,10 +95,11 @@ class Subscription:
                 self.cut_off()
                 return
             self._waiting = False
-        try:
-            self._queue.put_nowait((channel, payload))
-        except asyncio.QueueFull:
+        if len(self._queued) >= self._maxsize:
             self.cut_off()
+            return
+        self._queued.append((channel, payload))
+        self._wake()
 
     def cut_off(self) -> None:
         """End the stream: nothing queued matters any more, the client replays from SQL."""
@@ -95,23 +107,29 @@ class Subscription:
             return
         self.overflowed = True
         self._waiting = False
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(_CUT_OFF)
+        self._queued.clear()
+        self._wake()
         if self._on_overflow is not None:
             # The consumer may be stuck writing to a client that stopped reading;
             # this lets its owner cut the connection instead of waiting.
             self._on_overflow()
 
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
     async def get(self) -> tuple[str, bytes]:
-        self._waiting = self.direct is not None and self._queue.empty()
-        try:
-            item = await self._queue.get()
-        finally:
-            self._waiting = False
-        if item is _CUT_OFF:
-            raise SubscriptionOverflow
-        return item  # type: ignore[return-value]
+        while not self._queued:
+            if self.overflowed:
+                raise SubscriptionOverflow
+            self._waiting = self.direct is not None
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+                self._waiting = False
+        return self._queued.pop(0)
 
 
 async def cancel_tasks(tasks: Iterable[asyncio.Task[None]]) -> None:

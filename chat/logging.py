@@ -45,7 +45,8 @@ class RequestLogMiddleware:
             return await self.app(scope, receive, send)
         request_id = secrets.token_hex(8)
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        # chat.auth.load_session binds the user's id once it knows it.
+        structlog.contextvars.bind_contextvars(request_id=request_id, user_id=None)
         started = time.perf_counter()
         status = 500
 
@@ -59,13 +60,10 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            state = scope.get("state", {})
-            user = state.get("user")
             log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                user_id=user.id if user else None,
             )

@@ -384,7 +384,8 @@ class RoomStream:
         self.user_id = user_id
         # What the client has: every message up to .seq, with every change up to .change.
         self.sent = after
-        self.ends_stream = {leave_room_signal(room_id), end_session_signal(session_id)}
+        # A tuple, not a set: there is one per open stream, and a set of two costs 4x.
+        self.ends_stream = (leave_room_signal(room_id), end_session_signal(session_id))
         self.write_now: Callable[[bytes], bool] | None = None
         self.close: Callable[[], None] = lambda: None
         self._channel = room_channel(room_id)

@@ -20,7 +20,7 @@ from chat.events import Cursor
 from chat.loadbench import ChunkedDecoder, Event, SSEParser
 from chat.messages import RoomStream, end_session_signal, leave_room_signal, room_state_signal
 from chat.models import User
-from chat.routes.events import RoomStreamResponse
+from chat.streams import RoomStreamResponse
 from tests.support import LiveServer, open_stream
 from tests.test_streams import room_with
 
@@ -157,17 +157,18 @@ def test_signals_that_end_the_stream_are_queued_and_others_dropped():
 
 
 class FakeServer:
-    """An ASGI server's send: writes unless its transport is paused, then waits."""
+    """An ASGI server's send: writes unless its transport is paused, then waits, on a
+    future of its own each time, as uvicorn's drain does."""
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
-        self.paused: asyncio.Future[None] | None = None
+        self.paused = False
         self.waits_abandoned = 0
 
     async def send(self, message: dict) -> None:
-        if self.paused is not None:
+        if self.paused:
             try:
-                await self.paused
+                await asyncio.get_running_loop().create_future()
             except GeneratorExit:
                 self.waits_abandoned += 1
                 raise
@@ -180,7 +181,7 @@ async def test_writing_now_never_waits_for_a_client_whose_connection_is_paused()
     response._send = server.send
 
     assert response.send_now(b"one") is True
-    server.paused = asyncio.get_running_loop().create_future()
+    server.paused = True
     assert response.send_now(b"two") is False
     assert server.written == [b"one"]
     assert server.waits_abandoned == 1

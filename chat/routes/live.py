@@ -9,9 +9,9 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.activity import UserStream
 from chat.auth import login_required, session_id
-from chat.routes.events import RoomStreamResponse
 from chat.routes.forms import read_form
 from chat.routes.rooms import find_membership, int_param, room_state_changed
+from chat.streams import RoomStreamResponse
 
 
 @login_required
@@ -58,13 +58,8 @@ async def notify(request: Request) -> Response:
 @login_required
 async def user_events(request: Request) -> Response:
     """`text/event-stream` of `event: unread` and `event: notify` for all your rooms."""
-    state, settings = request.app.state, request.app.state.settings
+    state = request.app.state
     stream = UserStream(
         state.db, state.broker, request.state.user, session_id(request.state.auth_session)
     )
-    return RoomStreamResponse(
-        stream,
-        state.presence,
-        ping=settings.heartbeat_seconds,
-        send_timeout=settings.send_timeout_seconds,
-    )
+    return RoomStreamResponse(stream, state.streams)

@@ -1,0 +1,281 @@
+"""Serving event streams: one task per open stream, the request's own.
+
+sse-starlette's `EventSourceResponse.__call__` runs four tasks per stream in an anyio
+task group (the stream, a ping timer, a shutdown watch and a disconnect watch); those
+tasks, their cancel scopes and events, and the request's frames kept waiting under
+them, were most of an idle stream's memory (57 KiB). `RoomStreamResponse` is still an
+`EventSourceResponse` (its headers, its answer to HEAD, its shutdown detection, its
+comment frame for the heartbeat), but its `__call__` is its own, and the stream runs in
+the task the server already runs for the request, after the app has returned
+(`StreamHandoverMiddleware`):
+
+- the heartbeat and the shutdown watch are process-wide (`OpenStreams`: two tasks in
+  the app's lifespan for all streams together);
+- the client's disconnect is noticed without a task: the server's `receive()` is
+  stepped by callbacks (`watch_disconnect`), and the disconnect cancels the stream
+  wherever it waits;
+- the stream's task writes without waiting when it can (`send_now`), and only a client
+  whose connection is not taking more makes it wait, for at most `send_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+import structlog
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chat.activity import UserStream
+from chat.broker import cancel_tasks
+from chat.messages import RoomStream
+from chat.presence import Presence
+
+log = structlog.get_logger("chat.streams")
+
+# The scope key under which a response hands its stream to StreamHandoverMiddleware.
+OPEN_STREAM = "chat.open_stream"
+HEARTBEAT = ServerSentEvent(comment="ping", sep="\n").encode()
+# The heartbeat writes this many streams, then lets other work run.
+HEARTBEAT_BATCH = 200
+
+
+def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> Callable[[], None]:
+    """Call `on_disconnect` when `receive()` says the client has gone, without a task
+    waiting for it: the coroutine is stepped by hand, as a task would step it, each
+    time the future it waits on is done (uvicorn's receive waits on an asyncio.Event
+    that it sets when the connection is lost). Returns the function that stops
+    watching."""
+    receiving: Coroutine[Any, Any, Message] = receive()
+    stopped = False
+
+    def step(_: object = None) -> None:
+        nonlocal receiving
+        # The future can be done, and this step due, when the stream has just ended.
+        while not stopped:
+            try:
+                waiting = receiving.send(None)
+            except StopIteration as received:
+                if received.value["type"] == "http.disconnect":
+                    on_disconnect()
+                    return
+                receiving = receive()  # it was the request's body (none, for a GET)
+                continue
+            # A task clears this before it waits on the future it was handed.
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(step)
+            return
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        receiving.close()
+
+    step()
+    return stop
+
+
+class RoomStreamResponse(EventSourceResponse):
+    """An SSE response streamed by the request's task alone, and torn down as soon as its
+    stream is cut off, its client goes, it cannot write for `send_timeout` or the server
+    shuts down, even while a write to a client that stopped reading is blocked. Its user
+    counts as online while it is open. Serves the room streams and the rooms page's
+    UserStream; a RoomStream also gets `send_now`, for its fan-out path.
+
+    Called by the app, it only keeps the app's `send` for its start and hands itself
+    over; `StreamHandoverMiddleware` calls `serve` once the app has returned.
+    """
+
+    # What EventSourceResponse.__init__ would set, the same for every stream, made once;
+    # its __init__ is not called, because it also builds per response the headers and a
+    # lock for the ping task that this response does not run.
+    raw_headers = EventSourceResponse(iter(()), ping=0).raw_headers
+    status_code = 200
+    background = None
+
+    def __init__(self, stream: RoomStream | UserStream, streams: OpenStreams) -> None:
+        self.body_iterator = stream.frames()
+        self.send_timeout = streams.send_timeout
+        self.stream = stream
+        self.streams = streams
+        self._send: Send | None = None
+        self._send_start: Send | None = None
+        self._scope: anyio.CancelScope | None = None
+        # Read by the heartbeat: whether anything was written since it last looked,
+        # and since when the client's connection has refused a heartbeat.
+        self.wrote = False
+        self.stalled_since: float | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":
+            await super().__call__(scope, receive, send)  # headers only, no stream
+            return
+        # The middleware's closures that add headers to the start outlive their frames.
+        self._send_start = send
+        scope[OPEN_STREAM] = self
+
+    async def serve(self, receive: Receive, send: Send) -> None:
+        """Stream, in the request's task, with `receive` and `send` from below every
+        middleware but the request log (whose `send` only looks at the start)."""
+        self._send = send
+        if isinstance(self.stream, RoomStream):
+            self.stream.write_now = self.send_now
+        self.stream.close = self.end
+        async with self.streams.presence.connected(self.stream.user_id):
+            # Only once the user counts as online: a client that has the headers of its
+            # stream is announced, and the next presence it sees is someone else's.
+            await self._send_start(  # type: ignore[misc]
+                {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            )
+            self._send_start = None  # and with it the request's middleware closures
+            with anyio.CancelScope() as self._scope:
+                stop_watching = watch_disconnect(receive, self.end)
+                self.streams.add(self)
+                try:
+                    await self._stream()
+                finally:
+                    self.streams.discard(self)
+                    stop_watching()
+            # When even this cannot be written at once, the server closes the
+            # connection once this returns; the client reconnects either way.
+            self._write_now({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def end(self) -> None:
+        """End the response at once, wherever its task waits (see the class)."""
+        self._scope.cancel()  # type: ignore[union-attr]
+
+    async def _stream(self) -> None:
+        async with contextlib.aclosing(self.body_iterator) as frames:  # type: ignore[type-var]
+            async for chunk in frames:
+                if not self.send_now(chunk) and not await self._send_waiting(chunk):
+                    log.info("stream.send_timeout", user_id=self.stream.user_id)
+                    return
+
+    async def _send_waiting(self, chunk: bytes) -> bool:
+        """Write a chunk the client's connection did not take at once, waiting for it for
+        at most `send_timeout`; False if it never did."""
+        with anyio.move_on_after(self.send_timeout):
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})  # type: ignore[misc]
+            self.wrote = True
+            return True
+        return False
+
+    def send_now(self, chunk: bytes) -> bool:
+        """Write a body chunk from the calling task (a publisher, the heartbeat, or the
+        stream's own), without waiting: True once written, False when nothing was
+        written because the client's connection is not taking more (its transport
+        paused writing)."""
+        return self._write_now({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    def _write_now(self, message: Message) -> bool:
+        """The server's own ASGI `send` (below every middleware) is driven by hand
+        rather than awaited. Its only wait, for a paused transport to drain, comes
+        before it writes (uvicorn); otherwise it returns without suspending. A send
+        that would suspend is therefore closed unwritten."""
+        sending = self._send(message)  # type: ignore[misc]
+        try:
+            sending.send(None)
+        except StopIteration:
+            self.wrote = True
+            return True
+        sending.close()
+        return False
+
+
+class OpenStreams:
+    """Every event stream open in this process, and what they share: their users'
+    presence, one heartbeat for all of them, and their end when the server shuts down.
+
+    The heartbeat: a comment frame keeps proxies from closing an idle connection. Every
+    half `heartbeat_seconds` it writes one to each stream that wrote nothing since it last
+    looked, so no stream is silent for longer than `heartbeat_seconds`, and a busy one
+    gets none. A client whose connection refuses heartbeats (it stopped reading) for
+    `send_timeout` is cut off, as its own stream's writes would be.
+    """
+
+    def __init__(self, presence: Presence, heartbeat_seconds: float, send_timeout: float) -> None:
+        self.presence = presence
+        self.heartbeat_seconds = heartbeat_seconds
+        self.send_timeout = send_timeout
+        self._open: set[RoomStreamResponse] = set()
+        self._shutting_down = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, response: RoomStreamResponse) -> None:
+        """A response whose start is sent; it stays until it sends its end."""
+        if self._shutting_down:
+            response.end()
+        self._open.add(response)
+
+    def discard(self, response: RoomStreamResponse) -> None:
+        self._open.discard(response)
+
+    def start(self) -> None:
+        """In the app's lifespan, which calls `close` at its end."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._beat_forever(), name="streams-heartbeat"),
+            loop.create_task(self._end_all_at_shutdown(), name="streams-shutdown"),
+        ]
+
+    async def close(self) -> None:
+        await cancel_tasks(self._tasks)
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds / 2)
+            await self.beat()
+
+    async def beat(self) -> None:
+        now = time.monotonic()
+        for index, response in enumerate(tuple(self._open)):
+            if index and not index % HEARTBEAT_BATCH:
+                await asyncio.sleep(0)
+            if response not in self._open:  # it ended while others were written
+                continue
+            if response.wrote:
+                response.wrote = False
+                response.stalled_since = None
+            elif not response.send_now(HEARTBEAT):
+                response.stalled_since = response.stalled_since or now
+                if now - response.stalled_since >= self.send_timeout:
+                    log.info("stream.send_timeout", user_id=response.stream.user_id)
+                    response.end()
+
+    async def _end_all_at_shutdown(self) -> None:
+        # sse-starlette's own detection (one poll per event loop, for uvicorn's exit),
+        # waited for here once instead of in a task per stream. uvicorn waits for open
+        # responses to end before it shuts the app's lifespan down.
+        await EventSourceResponse._listen_for_exit_signal()
+        self._shutting_down = True
+        for response in tuple(self._open):
+            response.end()
+
+
+class StreamHandoverMiddleware:
+    """Serves a RoomStreamResponse once the app below it has returned. A stream is open
+    for hours; this way its task holds none of the request's frames, `Request` objects
+    and closures (Starlette's routing's and the middleware's below this one: half of a
+    stream's memory), nor the rows its authentication left on `request.state`, and its
+    body chunks pass none of those middleware (the fan-out path writes each frame to a
+    thousand streams). It comes right after the request log, which logs a stream's
+    request when the stream ends, as for any other response. No middleware may change
+    body chunks (SSE must not be compressed anyway)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        response = scope.pop(OPEN_STREAM, None)
+        if response is not None:
+            scope.pop("state", None)
+            await response.serve(receive, send)
