@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.presence, settings.heartbeat_seconds, settings.send_timeout_seconds
         )
         app.state.streams.start()
+        # Everything loaded so far (modules, mappers, compiled templates) lives as long
+        # as the process: out of the collector's sight, a full collection no longer
+        # walks it, which paused a request for up to 77 ms (chat bench history's p99).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

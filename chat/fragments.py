@@ -26,7 +26,7 @@ from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from chat.models import Message, MessageHead, MessageVersion
+from chat.models import Message, MessageHead
 
 # About 1 KB each: enough for the recent pages of many busy rooms per process.
 KEPT_VERSIONS = 20_000
@@ -47,13 +47,15 @@ class MessageFragments:
     def __init__(self, templates: Environment, kept: int = KEPT_VERSIONS) -> None:
         self._template = templates.get_template("messages/_content.html")
         self._marker = Markup.escape(secrets.token_hex(16))
-        self._kept: OrderedDict[MessageVersion, tuple[Markup, ...]] = OrderedDict()
+        # Plain tuples of plain strings: the garbage collector stops tracking those,
+        # so thousands of kept messages add nothing to its full collections.
+        self._kept: OrderedDict[tuple[int, int, int | None], tuple[str, ...]] = OrderedDict()
         self._capacity = kept
         templates.globals["message_content"] = self._content_in_template
 
     def content(self, message: Message, csrf: Markup = NO_CSRF_FIELD) -> Markup:
         """The content of `message` as it stands, with the reader's CSRF field."""
-        return csrf.join(self._pieces(message))
+        return _joined(csrf, self._pieces(message))
 
     async def contents(
         self, db: AsyncSession, heads: Iterable[MessageHead], csrf: Markup
@@ -61,26 +63,25 @@ class MessageFragments:
         """The content of each message of a page by id, loading from `db` only the
         messages whose version is not kept."""
         heads = list(heads)
-        pieces: dict[int, tuple[Markup, ...]] = {}
+        pieces: dict[int, tuple[str, ...]] = {}
         for head in heads:
-            kept = self._kept.get(head.version)
+            version = tuple(head.version)
+            kept = self._kept.get(version)
             if kept is not None:
-                self._kept.move_to_end(head.version)
+                self._kept.move_to_end(version)
                 pieces[head.id] = kept
         missing = [head.id for head in heads if head.id not in pieces]
         if missing:
             for message in await Message.by_ids(db, missing):
                 pieces[message.id] = self._pieces(message)
-        return {head.id: csrf.join(pieces.get(head.id, ())) for head in heads}
+        return {head.id: _joined(csrf, pieces.get(head.id, ())) for head in heads}
 
-    def _pieces(self, message: Message) -> tuple[Markup, ...]:
-        version = message.version
+    def _pieces(self, message: Message) -> tuple[str, ...]:
+        version = tuple(message.version)
         pieces = self._kept.get(version)
         if pieces is None:
-            # Autoescaped template output: safe HTML, split where the field goes.
             html = self._template.render(message=message, csrf_field=self._marker)
-            pieces = tuple(Markup(piece) for piece in html.split(self._marker))  # noqa: S704
-            self._kept[version] = pieces
+            pieces = self._kept[version] = tuple(html.split(self._marker))
             if len(self._kept) > self._capacity:
                 self._kept.popitem(last=False)
         else:
@@ -95,3 +96,8 @@ class MessageFragments:
         if contents is not None:
             return contents[message.id]
         return self.content(message, csrf_field(context.get("request")))  # type: ignore[arg-type]
+
+
+def _joined(csrf: Markup, pieces: tuple[str, ...]) -> Markup:
+    # The pieces are autoescaped template output, kept as plain strings (see _kept).
+    return Markup(str(csrf).join(pieces))  # noqa: S704
