@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
+    Session,
     aliased,
     foreign,
     mapped_column,
@@ -495,9 +496,9 @@ class Message(Base):
         return text[: QUOTE_CHARS - 1].rstrip() + "…"
 
     @classmethod
-    async def post(
+    def post(
         cls,
-        db: AsyncSession,
+        db: Session,
         room_id: int,
         author: User,
         body: str,
@@ -508,24 +509,26 @@ class Message(Base):
     ) -> tuple[Message, Cursor] | None:
         """Insert a message (with its @mentions and attachments) with the room's next
         seq; None if `author` is not a member. `reply_to` is a message of the same
-        room. Also returns the room's cursor right after it.
+        room. Also returns the room's cursor right after it. Synchronous: the whole
+        post is one trip to the database (chat.db.in_one_trip).
 
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
         lock (SQLite) at once, so concurrent posts queue for it and commit in seq
         order; a message with seq n is committed before seq n+1 is handed out.
         """
+        # Core statements on the session's connection: the ORM's bulk UPDATE would
+        # look for loaded rooms and memberships to synchronize, and there are none.
+        connection = db.connection()
         is_member = exists().where(Membership.room_id == room_id, Membership.user_id == author.id)
-        row = (
-            await db.execute(
-                update(Room)
-                .where(Room.id == room_id, is_member)
-                .values(last_seq=Room.last_seq + 1)
-                .returning(Room.last_seq, Room.last_change)
-            )
+        row = connection.execute(
+            update(Room)
+            .where(Room.id == room_id, is_member)
+            .values(last_seq=Room.last_seq + 1)
+            .returning(Room.last_seq, Room.last_change)
         ).first()
         if row is None:
-            await db.rollback()
+            db.rollback()
             return None
         cursor = Cursor(*row)
         message = cls(
@@ -538,19 +541,20 @@ class Message(Base):
             reactions=[],
             attachments=list(attachments),
         )
-        message.author = author
+        set_committed_value(message, "author", author)
         set_committed_value(message, "reply_to", reply_to)
         db.add(message)
         if mentioned:
-            await db.flush()
+            db.flush()
             db.add_all(Mention(message_id=message.id, user_id=user.id) for user in mentioned)
+        db.flush()
         # Your own message is never unread for you.
-        await db.execute(
+        connection.execute(
             update(Membership)
             .where(Membership.room_id == room_id, Membership.user_id == author.id)
             .values(last_read_seq=cursor.seq)
         )
-        await db.commit()
+        db.commit()
         return message, cursor
 
     @classmethod
