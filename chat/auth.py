@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chat.db import in_one_trip
 from chat.models import AuthSession, User
 from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
 
@@ -94,10 +95,8 @@ async def load_session(request: Request) -> AuthSession | None:
         except BadSignature:
             token = None
         if isinstance(token, str):
-            async with request.app.state.db() as db:
-                auth_session = await db.scalar(
-                    select(AuthSession).where(AuthSession.token_hash == _token_hash(token))
-                )
+            query = select(AuthSession).where(AuthSession.token_hash == _token_hash(token))
+            auth_session = await in_one_trip(request.app.state.db, lambda db: db.scalar(query))
     request.state.auth_session = auth_session
     request.state.user = auth_session.user if auth_session else None
     return auth_session

@@ -21,11 +21,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     event,
     exists,
     false,
     func,
+    insert,
     or_,
     select,
     true,
@@ -277,13 +279,14 @@ class Room(Base):
         return room
 
     @classmethod
-    async def visible_to(
-        cls, db: AsyncSession, user: User, room_id: int
+    def visible_to(
+        cls, db: Session, user: User, room_id: int
     ) -> tuple[Room, Membership | None] | None:
         """The room and the viewer's membership; None for a room that does not exist
-        and, identically, for a private room the viewer is not in."""
+        and, identically, for a private room the viewer is not in. Synchronous: every
+        request about a room asks it first, in one trip (chat.db.in_one_trip)."""
         row = (
-            await db.execute(
+            db.execute(
                 select(cls, Membership)
                 .outerjoin(
                     Membership,
@@ -517,44 +520,45 @@ class Message(Base):
         lock (SQLite) at once, so concurrent posts queue for it and commit in seq
         order; a message with seq n is committed before seq n+1 is handed out.
         """
-        # Core statements on the session's connection: the ORM's bulk UPDATE would
-        # look for loaded rooms and memberships to synchronize, and there are none.
+        # Core statements, built once (module end), on the session's connection: the
+        # ORM's bulk UPDATE looked for loaded rows to synchronize and its unit of work
+        # planned a flush, on every post, for rows no session holds.
         connection = db.connection()
-        is_member = exists().where(Membership.room_id == room_id, Membership.user_id == author.id)
-        row = connection.execute(
-            update(Room)
-            .where(Room.id == room_id, is_member)
-            .values(last_seq=Room.last_seq + 1)
-            .returning(Room.last_seq, Room.last_change)
-        ).first()
+        row = connection.execute(_BUMP_SEQ, {"room": room_id, "author": author.id}).first()
         if row is None:
             db.rollback()
             return None
         cursor = Cursor(*row)
-        message = cls(
-            room_id=room_id,
-            seq=cursor.seq,
-            author_id=author.id,
-            body=body,
-            html=html,
-            reply_to_seq=reply_to.seq if reply_to is not None else None,
-            reactions=[],
-            attachments=list(attachments),
-        )
-        set_committed_value(message, "author", author)
-        set_committed_value(message, "reply_to", reply_to)
-        db.add(message)
+        values = {
+            "room_id": room_id,
+            "seq": cursor.seq,
+            "author_id": author.id,
+            "body": body,
+            "html": html,
+            "created_at": utcnow(),
+            "reply_to_seq": reply_to.seq if reply_to is not None else None,
+            "changed": 0,
+        }
+        message_id = connection.execute(_INSERT_MESSAGE, values).scalar_one()
         if mentioned:
+            connection.execute(
+                insert(Mention), [{"message_id": message_id, "user_id": u.id} for u in mentioned]
+            )
+        if attachments:
+            for attachment in attachments:
+                attachment.message_id = message_id
+            db.add_all(attachments)
             db.flush()
-            db.add_all(Mention(message_id=message.id, user_id=user.id) for user in mentioned)
-        db.flush()
         # Your own message is never unread for you.
         connection.execute(
-            update(Membership)
-            .where(Membership.room_id == room_id, Membership.user_id == author.id)
-            .values(last_read_seq=cursor.seq)
+            _MARK_OWN_READ, {"room": room_id, "author": author.id, "seq": cursor.seq}
         )
         db.commit()
+        # What its frame is rendered from; stored above, so never added to a session.
+        message = cls(
+            id=message_id, **values, author=author, reactions=[], attachments=list(attachments)
+        )
+        set_committed_value(message, "reply_to", reply_to)
         return message, cursor
 
     @classmethod
@@ -776,6 +780,28 @@ class Mention(Base):
         if room_id is not None:
             query = query.where(Message.room_id == room_id)
         return {room: count for room, count in await db.execute(query)}
+
+
+# Posting's statements (Message.post), built once: a statement object remembers its
+# cache key, so each post skips building and hashing them again.
+_BUMP_SEQ = (
+    update(Room)
+    .where(
+        Room.id == bindparam("room"),
+        exists().where(
+            Membership.room_id == bindparam("room"),
+            Membership.user_id == bindparam("author"),
+        ),
+    )
+    .values(last_seq=Room.last_seq + 1)
+    .returning(Room.last_seq, Room.last_change)
+)
+_INSERT_MESSAGE = insert(Message).returning(Message.id)
+_MARK_OWN_READ = (
+    update(Membership)
+    .where(Membership.room_id == bindparam("room"), Membership.user_id == bindparam("author"))
+    .values(last_read_seq=bindparam("seq"))
+)
 
 
 # Full-text search over message bodies. The database keeps the index in step with

@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
+from chat.db import in_one_trip
 from chat.events import Cursor
 from chat.messages import leave_room_signal, room_state_signal
 from chat.models import Membership, Mention, Message, Room, User
@@ -38,8 +39,9 @@ async def find_room(request: Request) -> tuple[Room, Membership | None]:
     room_id = request.path_params["room_id"]
     found = None
     if room_id <= MAX_ID:
-        async with request.app.state.db() as db:
-            found = await Room.visible_to(db, request.state.user, room_id)
+        found = await in_one_trip(
+            request.app.state.db, lambda db: Room.visible_to(db, request.state.user, room_id)
+        )
     if found is None:
         raise HTTPException(404, "There is no such room, or it is private.")
     structlog.contextvars.bind_contextvars(room_id=room_id)
