@@ -51,6 +51,8 @@ from sqlalchemy.types import TypeDecorator
 
 from chat.events import Cursor
 
+# Ids beyond a signed 64-bit integer cannot exist; asking the database would be an error.
+MAX_ID = 2**63 - 1
 # How much of a message a reply quotes.
 QUOTE_CHARS = 140
 # The largest an attached image is shown in a message, in CSS pixels.
@@ -160,6 +162,12 @@ class AuthSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(lazy="joined")
+
+    @classmethod
+    def find(cls, db: Session, token_hash: str) -> AuthSession | None:
+        """The session (with its user) whose token hashes to `token_hash`. Synchronous:
+        every signed-in request asks it first, in one trip (chat.db.in_one_trip)."""
+        return db.scalar(_SESSION_BY_TOKEN, {"token_hash": token_hash})
 
 
 class Room(Base):
@@ -285,16 +293,7 @@ class Room(Base):
         """The room and the viewer's membership; None for a room that does not exist
         and, identically, for a private room the viewer is not in. Synchronous: every
         request about a room asks it first, in one trip (chat.db.in_one_trip)."""
-        row = (
-            db.execute(
-                select(cls, Membership)
-                .outerjoin(
-                    Membership,
-                    and_(Membership.room_id == cls.id, Membership.user_id == user.id),
-                )
-                .where(cls.id == room_id, or_(~cls.is_private, Membership.user_id.is_not(None)))
-            )
-        ).first()
+        row = db.execute(_VISIBLE_ROOM, {"room": room_id, "user": user.id}).first()
         return None if row is None else (row[0], row[1])
 
     @classmethod
@@ -782,8 +781,18 @@ class Mention(Base):
         return {room: count for room, count in await db.execute(query)}
 
 
-# Posting's statements (Message.post), built once: a statement object remembers its
-# cache key, so each post skips building and hashing them again.
+# The statements of every request (the session, the room) and of posting, built once:
+# a statement object remembers its cache key, so a request skips building and hashing
+# them again.
+_SESSION_BY_TOKEN = select(AuthSession).where(AuthSession.token_hash == bindparam("token_hash"))
+_VISIBLE_ROOM = (
+    select(Room, Membership)
+    .outerjoin(
+        Membership,
+        and_(Membership.room_id == Room.id, Membership.user_id == bindparam("user")),
+    )
+    .where(Room.id == bindparam("room"), or_(~Room.is_private, Membership.user_id.is_not(None)))
+)
 _BUMP_SEQ = (
     update(Room)
     .where(
