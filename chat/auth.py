@@ -51,6 +51,26 @@ def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer:
     return URLSafeSerializer(secret_key, salt=f"chat.{purpose}")
 
 
+# Signing is deterministic (no timestamp), so a browser's cookie and CSRF token, sent
+# with each of its requests, are checked and made once, not with an HMAC each time.
+# Remembering a signature proves nothing about the session: that is looked up every time.
+SIGNATURES_REMEMBERED = 4096
+
+
+@functools.lru_cache(maxsize=SIGNATURES_REMEMBERED)
+def _signed(secret_key: str, purpose: str, value: str) -> str:
+    return _serializer(secret_key, purpose).dumps(value)
+
+
+@functools.lru_cache(maxsize=SIGNATURES_REMEMBERED)
+def _unsigned(secret_key: str, purpose: str, signed: str) -> object:
+    """The value `signed` carries; None when its signature is not ours."""
+    try:
+        return _serializer(secret_key, purpose).loads(signed)
+    except BadSignature:
+        return None
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -67,7 +87,7 @@ async def start_session(request: Request, response: Response, user: User) -> Non
         await db.commit()
     response.set_cookie(
         SESSION_COOKIE,
-        _serializer(request.app.state.settings.secret_key, "session").dumps(token),
+        _signed(request.app.state.settings.secret_key, "session", token),
         httponly=True,
         samesite="lax",
         secure=request.url.scheme == "https",
@@ -95,10 +115,7 @@ async def load_session(request: Request) -> AuthSession | None:
     auth_session, room_asked, visible_room = None, None, None
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        try:
-            token = _serializer(request.app.state.settings.secret_key, "session").loads(cookie)
-        except BadSignature:
-            token = None
+        token = _unsigned(request.app.state.settings.secret_key, "session", cookie)
         if isinstance(token, str):
             room_id = request.path_params.get("room_id")
             if room_id is not None and room_id <= MAX_ID:
@@ -143,7 +160,7 @@ class CSRFMiddleware:
 
     def __init__(self, app: ASGIApp, secret_key: str, max_body_bytes: int) -> None:
         self.app = app
-        self.signer = _serializer(secret_key, "csrf")
+        self.secret_key = secret_key
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -154,7 +171,7 @@ class CSRFMiddleware:
         fresh_secret = None
         if len(secret) != 43:
             fresh_secret = secret = secrets.token_urlsafe(32)
-        scope.setdefault("state", {})["csrf_token"] = self.signer.dumps(secret)
+        scope.setdefault("state", {})["csrf_token"] = _signed(self.secret_key, "csrf", secret)
 
         if scope["method"] not in SAFE_METHODS:
             if not _is_same_origin(request):
@@ -196,10 +213,7 @@ class CSRFMiddleware:
     def _valid(self, token: str | None, secret: str) -> bool:
         if not token:
             return False
-        try:
-            signed_secret = self.signer.loads(token)
-        except BadSignature:
-            return False
+        signed_secret = _unsigned(self.secret_key, "csrf", token)
         return isinstance(signed_secret, str) and hmac.compare_digest(signed_secret, secret)
 
 
