@@ -85,7 +85,7 @@ class UserStream:
             if room_id is None:
                 rooms = await Room.of_member(db, self.user)
             else:
-                found = await Room.visible_to(db, self.user, room_id)
+                found = await db.run_sync(Room.visible_to, self.user, room_id)
                 rooms = [found] if found is not None and found[1] is not None else []
             mentions = await Mention.unread_counts(db, self.user.id, room_id)
         return {

@@ -14,12 +14,14 @@ import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chat.models import AuthSession, User
+from chat.db import in_one_trip
+from chat.models import MAX_ID, AuthSession, Room, User
 from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
 
 SESSION_COOKIE = "chat_session"
@@ -50,6 +52,26 @@ def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer:
     return URLSafeSerializer(secret_key, salt=f"chat.{purpose}")
 
 
+# Signing is deterministic (no timestamp), so a browser's cookie and CSRF token, sent
+# with each of its requests, are checked and made once, not with an HMAC each time.
+# Remembering a signature proves nothing about the session: that is looked up every time.
+SIGNATURES_REMEMBERED = 4096
+
+
+@functools.lru_cache(maxsize=SIGNATURES_REMEMBERED)
+def _signed(secret_key: str, purpose: str, value: str) -> str:
+    return _serializer(secret_key, purpose).dumps(value)
+
+
+@functools.lru_cache(maxsize=SIGNATURES_REMEMBERED)
+def _unsigned(secret_key: str, purpose: str, signed: str) -> object:
+    """The value `signed` carries; None when its signature is not ours."""
+    try:
+        return _serializer(secret_key, purpose).loads(signed)
+    except BadSignature:
+        return None
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -66,7 +88,7 @@ async def start_session(request: Request, response: Response, user: User) -> Non
         await db.commit()
     response.set_cookie(
         SESSION_COOKIE,
-        _serializer(request.app.state.settings.secret_key, "session").dumps(token),
+        _signed(request.app.state.settings.secret_key, "session", token),
         httponly=True,
         samesite="lax",
         secure=request.url.scheme == "https",
@@ -83,26 +105,34 @@ async def end_session(request: Request, response: Response, auth_session: AuthSe
     response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
 
 
-# Built once, like the room page's statements (chat/models.py): every request runs it.
-_SESSION = select(AuthSession).where(AuthSession.token_hash == bindparam("token_hash"))
-
-
 async def load_session(request: Request) -> AuthSession | None:
-    """The request's signed-in session (with its user), cached on request.state."""
+    """The request's signed-in session (with its user), cached on request.state.
+
+    A request about a room (a `room_id` in its path) asks for the room next
+    (chat.routes.rooms.find_room): the same trip to the database reads it, for
+    find_room to take from request.state."""
     if "auth_session" in request.state._state:
         return request.state.auth_session
-    auth_session = None
+    auth_session, room_asked, visible_room = None, None, None
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        try:
-            token = _serializer(request.app.state.settings.secret_key, "session").loads(cookie)
-        except BadSignature:
-            token = None
+        token = _unsigned(request.app.state.settings.secret_key, "session", cookie)
         if isinstance(token, str):
-            async with request.app.state.db() as db:
-                auth_session = await db.scalar(_SESSION, {"token_hash": _token_hash(token)})
+            room_id = request.path_params.get("room_id")
+            if room_id is not None and room_id <= MAX_ID:
+                room_asked = room_id
+
+            def signed_in(db: Session) -> tuple[AuthSession | None, object]:
+                found = AuthSession.find(db, _token_hash(token))
+                if found is None or room_asked is None:
+                    return found, None
+                return found, Room.visible_to(db, found.user, room_asked)
+
+            auth_session, visible_room = await in_one_trip(request.app.state.db, signed_in)
     request.state.auth_session = auth_session
     request.state.user = auth_session.user if auth_session else None
+    request.state.room_asked = room_asked if auth_session else None
+    request.state.visible_room = visible_room
     # On every log line of the request, including an event stream's, which does not
     # keep these rows (chat.streams.StreamHandoverMiddleware).
     structlog.contextvars.bind_contextvars(user_id=auth_session.user_id if auth_session else None)
@@ -134,7 +164,7 @@ class CSRFMiddleware:
 
     def __init__(self, app: ASGIApp, secret_key: str, max_body_bytes: int) -> None:
         self.app = app
-        self.signer = _serializer(secret_key, "csrf")
+        self.secret_key = secret_key
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -145,7 +175,7 @@ class CSRFMiddleware:
         fresh_secret = None
         if len(secret) != 43:
             fresh_secret = secret = secrets.token_urlsafe(32)
-        scope.setdefault("state", {})["csrf_token"] = self.signer.dumps(secret)
+        scope.setdefault("state", {})["csrf_token"] = _signed(self.secret_key, "csrf", secret)
 
         if scope["method"] not in SAFE_METHODS:
             if not _is_same_origin(request):
@@ -187,10 +217,7 @@ class CSRFMiddleware:
     def _valid(self, token: str | None, secret: str) -> bool:
         if not token:
             return False
-        try:
-            signed_secret = self.signer.loads(token)
-        except BadSignature:
-            return False
+        signed_secret = _unsigned(self.secret_key, "csrf", token)
         return isinstance(signed_secret, str) and hmac.compare_digest(signed_secret, secret)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -12,6 +15,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+T = TypeVar("T")
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
@@ -30,7 +37,13 @@ def create_engine(database_url: str) -> AsyncEngine:
         # SQLite has one writer at a time, and a writer that finds the file locked
         # sleeps in growing steps (busy_timeout). One pooled connection makes this
         # process's requests queue for it instead, which is far faster under load.
-        engine = create_async_engine(database_url, pool_size=1, max_overflow=0)
+        # No rollback as a connection goes back to the pool: a Connection (and so a
+        # session) already rolls back whatever it left open when it closes, and
+        # in_one_trip's work ends its transaction on the thread. Through aiosqlite that
+        # rollback was one more hop to the thread per request, for nothing.
+        engine = create_async_engine(
+            database_url, pool_size=1, max_overflow=0, pool_reset_on_return=None
+        )
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         return engine
     return create_async_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -47,3 +60,47 @@ def is_disconnect(exc: BaseException) -> bool:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# aiosqlite connection → a synchronous engine over the very same sqlite3 connection,
+# used only on that connection's own thread (see in_one_trip).
+_SQLITE_THREAD_ENGINES: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
+
+
+async def in_one_trip(
+    sessions: async_sessionmaker[AsyncSession], work: Callable[[Session], T]
+) -> T:
+    """Run `work` (synchronous code on an ORM session: statements, and a commit if it
+    writes) as one trip to the database driver.
+
+    Through aiosqlite every statement is four hops between the event loop and the
+    SQLite thread (cursor, execute, fetch, close: each a queued call and a wake-up),
+    which cost far more than SQLite itself; here `work` runs on that thread, on the
+    same sqlite3 connection (held checked out from the pool meanwhile, so nothing
+    else uses it), with no hop between its statements. On PostgreSQL it is the
+    session's `run_sync`: each statement is still a round trip to the server, the
+    code and its SQL are the same."""
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "sqlite":
+        async with sessions() as db:
+            return await db.run_sync(work)
+    async with engine.connect() as connection:
+        aiosqlite_connection = (await connection.get_raw_connection()).driver_connection
+
+        def on_sqlite_thread() -> T:
+            with Session(_thread_engine(aiosqlite_connection), expire_on_commit=False) as db:
+                return work(db)
+
+        # aiosqlite's queue to its thread; SQLAlchemy's own aiosqlite dialect uses it too.
+        return await aiosqlite_connection._execute(on_sqlite_thread)
+
+
+def _thread_engine(aiosqlite_connection: Any) -> Engine:
+    engine = _SQLITE_THREAD_ENGINES.get(aiosqlite_connection)
+    if engine is None:
+        sqlite_connection = aiosqlite_connection._conn
+        engine = create_sync_engine(
+            "sqlite://", creator=lambda: sqlite_connection, poolclass=StaticPool
+        )
+        _SQLITE_THREAD_ENGINES[aiosqlite_connection] = engine
+    return engine

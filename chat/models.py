@@ -27,6 +27,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    insert,
     or_,
     select,
     text,
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
+    Session,
     aliased,
     defaultload,
     foreign,
@@ -50,6 +52,8 @@ from sqlalchemy.types import TypeDecorator
 
 from chat.events import Cursor
 
+# Ids beyond a signed 64-bit integer cannot exist; asking the database would be an error.
+MAX_ID = 2**63 - 1
 # How much of a message a reply quotes.
 QUOTE_CHARS = 140
 # The largest an attached image is shown in a message, in CSS pixels.
@@ -161,6 +165,12 @@ class AuthSession(Base):
 
     user: Mapped[User] = relationship(lazy="joined")
 
+    @classmethod
+    def find(cls, db: Session, token_hash: str) -> AuthSession | None:
+        """The session (with its user) whose token hashes to `token_hash`. Synchronous:
+        every signed-in request asks it first, in one trip (chat.db.in_one_trip)."""
+        return db.scalar(_SESSION_BY_TOKEN, {"token_hash": token_hash})
+
 
 class Room(Base):
     __tablename__ = "rooms"
@@ -264,12 +274,13 @@ class Room(Base):
         return room
 
     @classmethod
-    async def visible_to(
-        cls, db: AsyncSession, user: User, room_id: int
+    def visible_to(
+        cls, db: Session, user: User, room_id: int
     ) -> tuple[Room, Membership | None] | None:
         """The room and the viewer's membership; None for a room that does not exist
-        and, identically, for a private room the viewer is not in."""
-        row = (await db.execute(_VISIBLE_ROOM, {"viewer_id": user.id, "room_id": room_id})).first()
+        and, identically, for a private room the viewer is not in. Synchronous: every
+        request about a room asks it first, in one trip (chat.db.in_one_trip)."""
+        row = db.execute(_VISIBLE_ROOM, {"room": room_id, "user": user.id}).first()
         return None if row is None else (row[0], row[1])
 
     @classmethod
@@ -491,9 +502,9 @@ class Message(Base):
         return text[: QUOTE_CHARS - 1].rstrip() + "…"
 
     @classmethod
-    async def post(
+    def post(
         cls,
-        db: AsyncSession,
+        db: Session,
         room_id: int,
         author: User,
         body: str,
@@ -504,49 +515,53 @@ class Message(Base):
     ) -> tuple[Message, Cursor] | None:
         """Insert a message (with its @mentions and attachments) with the room's next
         seq; None if `author` is not a member. `reply_to` is a message of the same
-        room. Also returns the room's cursor right after it.
+        room. Also returns the room's cursor right after it. Synchronous: the whole
+        post is one trip to the database (chat.db.in_one_trip).
 
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
         lock (SQLite) at once, so concurrent posts queue for it and commit in seq
         order; a message with seq n is committed before seq n+1 is handed out.
         """
-        is_member = exists().where(Membership.room_id == room_id, Membership.user_id == author.id)
-        row = (
-            await db.execute(
-                update(Room)
-                .where(Room.id == room_id, is_member)
-                .values(last_seq=Room.last_seq + 1)
-                .returning(Room.last_seq, Room.last_change)
-            )
-        ).first()
+        # Core statements, built once (module end), on the session's connection: the
+        # ORM's bulk UPDATE looked for loaded rows to synchronize and its unit of work
+        # planned a flush, on every post, for rows no session holds.
+        connection = db.connection()
+        row = connection.execute(_BUMP_SEQ, {"room": room_id, "author": author.id}).first()
         if row is None:
-            await db.rollback()
+            db.rollback()
             return None
         cursor = Cursor(*row)
-        message = cls(
-            room_id=room_id,
-            seq=cursor.seq,
-            author_id=author.id,
-            body=body,
-            html=html,
-            reply_to_seq=reply_to.seq if reply_to is not None else None,
-            reactions=[],
-            attachments=list(attachments),
-        )
-        message.author = author
-        set_committed_value(message, "reply_to", reply_to)
-        db.add(message)
+        values = {
+            "room_id": room_id,
+            "seq": cursor.seq,
+            "author_id": author.id,
+            "body": body,
+            "html": html,
+            "created_at": utcnow(),
+            "reply_to_seq": reply_to.seq if reply_to is not None else None,
+            "changed": 0,
+        }
+        message_id = connection.execute(_INSERT_MESSAGE, values).scalar_one()
         if mentioned:
-            await db.flush()
-            db.add_all(Mention(message_id=message.id, user_id=user.id) for user in mentioned)
+            connection.execute(
+                insert(Mention), [{"message_id": message_id, "user_id": u.id} for u in mentioned]
+            )
+        if attachments:
+            for attachment in attachments:
+                attachment.message_id = message_id
+            db.add_all(attachments)
+            db.flush()
         # Your own message is never unread for you.
-        await db.execute(
-            update(Membership)
-            .where(Membership.room_id == room_id, Membership.user_id == author.id)
-            .values(last_read_seq=cursor.seq)
+        connection.execute(
+            _MARK_OWN_READ, {"room": room_id, "author": author.id, "seq": cursor.seq}
         )
-        await db.commit()
+        db.commit()
+        # What its frame is rendered from; stored above, so never added to a session.
+        message = cls(
+            id=message_id, **values, author=author, reactions=[], attachments=list(attachments)
+        )
+        set_committed_value(message, "reply_to", reply_to)
         return message, cursor
 
     @classmethod
@@ -831,6 +846,38 @@ class Mention(Base):
         return {room: count for room, count in await db.execute(query)}
 
 
+# The statements of every request (the session, the room) and of posting, built once:
+# a statement object remembers its cache key, so a request skips building and hashing
+# them again.
+_SESSION_BY_TOKEN = select(AuthSession).where(AuthSession.token_hash == bindparam("token_hash"))
+_VISIBLE_ROOM = (
+    select(Room, Membership)
+    .outerjoin(
+        Membership,
+        and_(Membership.room_id == Room.id, Membership.user_id == bindparam("user")),
+    )
+    .where(Room.id == bindparam("room"), or_(~Room.is_private, Membership.user_id.is_not(None)))
+)
+_BUMP_SEQ = (
+    update(Room)
+    .where(
+        Room.id == bindparam("room"),
+        exists().where(
+            Membership.room_id == bindparam("room"),
+            Membership.user_id == bindparam("author"),
+        ),
+    )
+    .values(last_seq=Room.last_seq + 1)
+    .returning(Room.last_seq, Room.last_change)
+)
+_INSERT_MESSAGE = insert(Message).returning(Message.id)
+_MARK_OWN_READ = (
+    update(Membership)
+    .where(Membership.room_id == bindparam("room"), Membership.user_id == bindparam("author"))
+    .values(last_read_seq=bindparam("seq"))
+)
+
+
 # Full-text search over message bodies. The database keeps the index in step with
 # `messages` itself, inside the transaction of every INSERT, UPDATE and DELETE, so no
 # code path can forget it. SQLite: an external-content FTS5 table (the text is stored
@@ -882,16 +929,11 @@ for _dialect, _statements in SEARCH_INDEX_DDL.items():
         )
 
 
-# The statements every room page runs, built once: making one (select(...) with its
-# joins and conditions) costs a room page more than running it does. Here, below every
-# model, because aliasing a model configures the mappers.
+# The room page's statements, built once like the ones above (making one costs a page
+# more than running it). Here, below every model, because aliasing a model configures
+# the mappers.
 _VIEWER = bindparam("viewer_id")
 _ROOM = bindparam("room_id")
-_VISIBLE_ROOM = (
-    select(Room, Membership)
-    .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == _VIEWER))
-    .where(Room.id == _ROOM, or_(~Room.is_private, Membership.user_id.is_not(None)))
-)
 _MEMBERS = (
     select(User.id, User.username, Membership.role)
     .join(Membership, Membership.user_id == User.id)

@@ -12,17 +12,16 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
+from chat.db import in_one_trip
 from chat.events import Cursor
 from chat.fragments import csrf_field
 from chat.messages import leave_room_signal, room_state_signal
-from chat.models import Membership, Message, Room, User
+from chat.models import MAX_ID, Membership, Message, Room, User
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.rooms")
 
 MAX_ROOM_NAME = 80
-# Ids beyond a signed 64-bit integer cannot exist; asking the database would be an error.
-MAX_ID = 2**63 - 1
 
 
 def int_param(value: str | None, name: str) -> int | None:
@@ -38,9 +37,14 @@ async def find_room(request: Request) -> tuple[Room, Membership | None]:
     identically, when it is private and the viewer is not a member."""
     room_id = request.path_params["room_id"]
     found = None
-    if room_id <= MAX_ID:
-        async with request.app.state.db() as db:
-            found = await Room.visible_to(db, request.state.user, room_id)
+    if room_id == request.state.room_asked:  # read with the session (chat.auth.load_session)
+        # Taken once: a second look, after the request changed something, reads again.
+        request.state.room_asked = None
+        found = request.state.visible_room
+    elif room_id <= MAX_ID:
+        found = await in_one_trip(
+            request.app.state.db, lambda db: Room.visible_to(db, request.state.user, room_id)
+        )
     if found is None:
         raise HTTPException(404, "There is no such room, or it is private.")
     structlog.contextvars.bind_contextvars(room_id=room_id)
