@@ -51,8 +51,27 @@
     if (target.value.trim() === "" && !(files && files.files.length)) return;
     // One send at a time, in order: a message typed while the previous one is
     // still on its way goes out as soon as that one is answered.
-    if (target.form.classList.contains("htmx-request")) target.form.dataset.sendNext = "yes";
+    if (sending) sendNext = true;
     else target.form.requestSubmit();
+  });
+  // Whether a message is on its way, followed from its request and its answer: the
+  // answer's fresh composer is htmx's only once settled (sending from it sooner would
+  // be a plain form post, a page load), and meanwhile it still shows the old one's
+  // htmx-request class, so the class cannot tell.
+  var sending = false;
+  var sendNext = false;
+  var settling = false;
+  function readyToSend() {
+    sending = false;
+    if (!sendNext) return;
+    sendNext = false;
+    var form = document.getElementById("composer");
+    if (form && form.elements.body.value.trim() !== "") form.requestSubmit();
+  }
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.detail.elt.id !== "composer" || !settling) return;
+    settling = false;
+    readyToSend();
   });
 
   // The composer empties the moment a message is sent (its text is already in the
@@ -66,11 +85,18 @@
     if (event.target.id !== "composer") return;
     event.target.elements.body.value = "";
     if (event.target.elements.files) event.target.elements.files.value = "";
+    sending = true;
+    settling = false;
+    // After htmx's own handler: the answer is swapped in (and then settles) or not.
+    event.detail.xhr.addEventListener("loadend", function () {
+      if (!settling) readyToSend();
+    });
   });
   document.addEventListener("htmx:beforeSwap", function (event) {
     var form = event.detail.elt;
-    if (form.id !== "composer" || event.detail.xhr.status >= 300) return;
-    if (hasDraft(form)) event.detail.shouldSwap = false;
+    if (form.id !== "composer") return;
+    if (event.detail.xhr.status < 300 && hasDraft(form)) event.detail.shouldSwap = false;
+    settling = event.detail.shouldSwap;
   });
 
   // Files pasted into the composer or dropped on it join those chosen with its
@@ -107,14 +133,6 @@
         event.preventDefault();
       }
     });
-  });
-  document.addEventListener("htmx:afterRequest", function (event) {
-    var form = event.detail.elt;
-    if (form.id !== "composer" || form.dataset.sendNext !== "yes") return;
-    delete form.dataset.sendNext;
-    if (document.body.contains(form) && form.elements.body.value.trim() !== "") {
-      form.requestSubmit();
-    }
   });
 
   // Replying: a message's Reply link (a plain link to ?reply=SEQ without this
@@ -456,7 +474,10 @@
   }
   if (shortcuts) {
     shortcuts.addEventListener("close", function () {
-      if (focusBeforeShortcuts && document.body.contains(focusBeforeShortcuts)) {
+      // "close" comes a task after the dialog closed: the browser may have put focus
+      // back already and the reader moved it on (Esc then "/"). Only fill in a loss.
+      var lost = !document.activeElement || document.activeElement === document.body;
+      if (lost && focusBeforeShortcuts && document.body.contains(focusBeforeShortcuts)) {
         focusBeforeShortcuts.focus();
       }
       focusBeforeShortcuts = null;
