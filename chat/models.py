@@ -252,7 +252,7 @@ class Room(Base):
         """The viewer's rooms by name and, apart, their direct conversations by the
         other person's name, with unread and mention counts: what every page's room
         list shows, read as plain rows in one statement."""
-        listed = [Listed(*row) for row in await db.execute(_LISTED, {"viewer_id": user.id})]
+        listed = [Listed(*row) for row in await db.execute(_LISTED, {"viewer": user.id})]
         return [r for r in listed if not r.is_direct], [r for r in listed if r.is_direct]
 
     def title_for(self, members: Sequence[Member], viewer: User) -> str:
@@ -280,7 +280,7 @@ class Room(Base):
         """The room and the viewer's membership; None for a room that does not exist
         and, identically, for a private room the viewer is not in. Synchronous: every
         request about a room asks it first, in one trip (chat.db.in_one_trip)."""
-        row = db.execute(_VISIBLE_ROOM, {"room": room_id, "user": user.id}).first()
+        row = db.execute(_VISIBLE_ROOM, {"room": room_id, "viewer": user.id}).first()
         return None if row is None else (row[0], row[1])
 
     @classmethod
@@ -314,7 +314,7 @@ class Room(Base):
         return list(rows)
 
     async def members(self, db: AsyncSession) -> list[Member]:
-        rows = await db.execute(_MEMBERS, {"room_id": self.id})
+        rows = await db.execute(_MEMBERS, {"room": self.id})
         return [Member(id, username, role == Role.OWNER) for id, username, role in rows]
 
     async def add_member(self, db: AsyncSession, user: User, role: Role = Role.MEMBER) -> bool:
@@ -480,7 +480,7 @@ class Message(Base):
     def version(self) -> MessageVersion:
         """Everything its rendered HTML depends on (see MessageHead)."""
         original = self.reply_to.changed if self.reply_to is not None else None
-        return MessageVersion(self.id, self.changed, original)
+        return (self.id, self.changed, original)
 
     @property
     def reaction_groups(self) -> list[tuple[str, list[str]]]:
@@ -708,13 +708,10 @@ async def _keyset_page(
     return list(reversed(rows.all()))
 
 
-class MessageVersion(NamedTuple):
-    """A message's id and change number, and those of the message it quotes: its
-    rendered HTML is the same for as long as these are."""
-
-    id: int
-    changed: int
-    original_changed: int | None
+# A message's id and change number, and the change number of the message it quotes:
+# its rendered HTML is the same for as long as these are. A plain tuple, which the
+# garbage collector stops tracking (chat/fragments.py keeps thousands).
+MessageVersion = tuple[int, int, int | None]
 
 
 class MessageHead(NamedTuple):
@@ -731,7 +728,7 @@ class MessageHead(NamedTuple):
 
     @property
     def version(self) -> MessageVersion:
-        return MessageVersion(self.id, self.changed, self.original_changed)
+        return (self.id, self.changed, self.original_changed)
 
 
 class Reaction(Base):
@@ -830,52 +827,10 @@ class Mention(Base):
         cls, db: AsyncSession, user_id: int, room_id: int | None = None
     ) -> dict[int, int]:
         """room id → how many messages after the read marker mention `user_id`."""
-        query = (
-            select(Message.room_id, func.count())
-            .select_from(cls)
-            .join(Message, Message.id == cls.message_id)
-            .join(
-                Membership,
-                and_(Membership.room_id == Message.room_id, Membership.user_id == cls.user_id),
-            )
-            .where(cls.user_id == user_id, Message.seq > Membership.last_read_seq)
-            .group_by(Message.room_id)
-        )
+        query = _UNREAD_MENTIONS
         if room_id is not None:
             query = query.where(Message.room_id == room_id)
-        return {room: count for room, count in await db.execute(query)}
-
-
-# The statements of every request (the session, the room) and of posting, built once:
-# a statement object remembers its cache key, so a request skips building and hashing
-# them again.
-_SESSION_BY_TOKEN = select(AuthSession).where(AuthSession.token_hash == bindparam("token_hash"))
-_VISIBLE_ROOM = (
-    select(Room, Membership)
-    .outerjoin(
-        Membership,
-        and_(Membership.room_id == Room.id, Membership.user_id == bindparam("user")),
-    )
-    .where(Room.id == bindparam("room"), or_(~Room.is_private, Membership.user_id.is_not(None)))
-)
-_BUMP_SEQ = (
-    update(Room)
-    .where(
-        Room.id == bindparam("room"),
-        exists().where(
-            Membership.room_id == bindparam("room"),
-            Membership.user_id == bindparam("author"),
-        ),
-    )
-    .values(last_seq=Room.last_seq + 1)
-    .returning(Room.last_seq, Room.last_change)
-)
-_INSERT_MESSAGE = insert(Message).returning(Message.id)
-_MARK_OWN_READ = (
-    update(Membership)
-    .where(Membership.room_id == bindparam("room"), Membership.user_id == bindparam("author"))
-    .values(last_read_seq=bindparam("seq"))
-)
+        return {room: count for room, count in await db.execute(query, {"viewer": user_id})}
 
 
 # Full-text search over message bodies. The database keeps the index in step with
@@ -929,11 +884,34 @@ for _dialect, _statements in SEARCH_INDEX_DDL.items():
         )
 
 
-# The room page's statements, built once like the ones above (making one costs a page
-# more than running it). Here, below every model, because aliasing a model configures
-# the mappers.
-_VIEWER = bindparam("viewer_id")
-_ROOM = bindparam("room_id")
+# The statements of every request (the session, the room), of posting and of the room
+# page, built once: making one (select(...) with its joins and conditions) costs a
+# request more than running it, and a statement object remembers its cache key. Here,
+# below every model, because aliasing a model configures the mappers.
+_ROOM = bindparam("room")
+_VIEWER = bindparam("viewer")
+_AUTHOR = bindparam("author")
+_SESSION_BY_TOKEN = select(AuthSession).where(AuthSession.token_hash == bindparam("token_hash"))
+_VISIBLE_ROOM = (
+    select(Room, Membership)
+    .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == _VIEWER))
+    .where(Room.id == _ROOM, or_(~Room.is_private, Membership.user_id.is_not(None)))
+)
+_BUMP_SEQ = (
+    update(Room)
+    .where(
+        Room.id == _ROOM,
+        exists().where(Membership.room_id == _ROOM, Membership.user_id == _AUTHOR),
+    )
+    .values(last_seq=Room.last_seq + 1)
+    .returning(Room.last_seq, Room.last_change)
+)
+_INSERT_MESSAGE = insert(Message).returning(Message.id)
+_MARK_OWN_READ = (
+    update(Membership)
+    .where(Membership.room_id == _ROOM, Membership.user_id == _AUTHOR)
+    .values(last_read_seq=bindparam("seq"))
+)
 _MEMBERS = (
     select(User.id, User.username, Membership.role)
     .join(Membership, Membership.user_id == User.id)
@@ -957,10 +935,10 @@ _MESSAGE_HEADS = (
         and_(_ORIGINAL.room_id == Message.room_id, _ORIGINAL.seq == Message.reply_to_seq),
     )
 )
-
 _OTHER_MEMBER = aliased(Membership)
 # A direct conversation is titled by the other person's name.
 _TITLE = func.coalesce(User.username, Room.name)
+# Room id → how many messages after the viewer's read marker mention them.
 _UNREAD_MENTIONS = (
     select(Message.room_id, func.count().label("count"))
     .select_from(Mention)
@@ -971,8 +949,8 @@ _UNREAD_MENTIONS = (
     )
     .where(Mention.user_id == _VIEWER, Message.seq > Membership.last_read_seq)
     .group_by(Message.room_id)
-    .subquery()
 )
+_MENTION_COUNTS = _UNREAD_MENTIONS.subquery()
 _LISTED = (
     select(
         Room.id,
@@ -980,7 +958,7 @@ _LISTED = (
         Room.is_private,
         Room.kind == RoomKind.DIRECT,
         Room.last_seq - Membership.last_read_seq,
-        func.coalesce(_UNREAD_MENTIONS.c.count, 0),
+        func.coalesce(_MENTION_COUNTS.c.count, 0),
     )
     .join(Membership, and_(Membership.room_id == Room.id, Membership.user_id == _VIEWER))
     .outerjoin(
@@ -992,7 +970,7 @@ _LISTED = (
         ),
     )
     .outerjoin(User, User.id == _OTHER_MEMBER.user_id)
-    .outerjoin(_UNREAD_MENTIONS, _UNREAD_MENTIONS.c.room_id == Room.id)
+    .outerjoin(_MENTION_COUNTS, _MENTION_COUNTS.c.room_id == Room.id)
     .order_by(func.lower(_TITLE), Room.id)
 )
 _QUOTE_ONLY = defaultload(Message.reply_to).raiseload(Message.reactions)
