@@ -23,9 +23,10 @@ from typing import Any
 
 from jinja2 import Environment, pass_context
 from markupsafe import Markup
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
+from chat.db import in_one_trip
 from chat.models import Message, MessageHead, MessageVersion
 
 # About 1 KB each with its key (0.7 KB of HTML on average over 2,000 seeded messages):
@@ -59,9 +60,9 @@ class MessageFragments:
         return _joined(csrf, self._pieces(message))
 
     async def contents(
-        self, db: AsyncSession, heads: Iterable[MessageHead], csrf: Markup
+        self, db: async_sessionmaker[AsyncSession], heads: Iterable[MessageHead], csrf: Markup
     ) -> dict[int, Markup]:
-        """The content of each message of a page by id, loading from `db` only the
+        """The content of each message of a page by id, loading (in one trip) only the
         messages whose version is not kept."""
         heads = list(heads)
         pieces: dict[int, tuple[str, ...]] = {}
@@ -72,7 +73,7 @@ class MessageFragments:
                 pieces[head.id] = kept
         missing = [head.id for head in heads if head.id not in pieces]
         if missing:
-            for message in await Message.by_ids(db, missing):
+            for message in await in_one_trip(db, lambda session: Message.by_ids(session, missing)):
                 pieces[message.id] = self._pieces(message)
         return {head.id: _joined(csrf, pieces.get(head.id, ())) for head in heads}
 

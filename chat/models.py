@@ -7,9 +7,9 @@ viewer's membership, so a room you may not see is simply not found.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import (
     DDL,
@@ -248,11 +248,11 @@ class Room(Base):
         return room
 
     @classmethod
-    async def listed_for(cls, db: AsyncSession, user: User) -> tuple[list[Listed], list[Listed]]:
+    def listed_for(cls, db: Session, user: User) -> tuple[list[Listed], list[Listed]]:
         """The viewer's rooms by name and, apart, their direct conversations by the
         other person's name, with unread and mention counts: what every page's room
         list shows, read as plain rows in one statement."""
-        listed = [Listed(*row) for row in await db.execute(_LISTED, {"viewer": user.id})]
+        listed = [Listed(*row) for row in db.execute(_LISTED, {"viewer": user.id})]
         return [r for r in listed if not r.is_direct], [r for r in listed if r.is_direct]
 
     def title_for(self, members: Sequence[Member], viewer: User) -> str:
@@ -306,15 +306,15 @@ class Room(Base):
         return [(room, membership) for room, membership in await db.execute(query)]
 
     @classmethod
-    async def joinable_by(cls, db: AsyncSession, user: User) -> list[Room]:
+    def joinable_by(cls, db: Session, user: User) -> list[Room]:
         is_member = exists().where(Membership.room_id == cls.id, Membership.user_id == user.id)
-        rows = await db.scalars(
+        rows = db.scalars(
             select(cls).where(~cls.is_private, ~is_member).order_by(func.lower(cls.name), cls.id)
         )
         return list(rows)
 
-    async def members(self, db: AsyncSession) -> list[Member]:
-        rows = await db.execute(_MEMBERS, {"room": self.id})
+    def members(self, db: Session) -> list[Member]:
+        rows = db.execute(_MEMBERS, {"room": self.id})
         return [Member(id, username, role == Role.OWNER) for id, username, role in rows]
 
     async def add_member(self, db: AsyncSession, user: User, role: Role = Role.MEMBER) -> bool:
@@ -360,13 +360,13 @@ class Membership(Base):
     def is_owner(self) -> bool:
         return self.role == Role.OWNER
 
-    async def mark_read(self, db: AsyncSession, seq: int) -> bool:
+    def mark_read(self, db: Session, seq: int) -> bool:
         """Advance (never rewind) the read marker; True when it moved."""
         if self.last_read_seq >= seq:
             # The stored marker only moves forward, so it is past `seq` too: skip the
             # write (and, on SQLite, the database-wide write lock) on every page view.
             return False
-        result = await db.execute(
+        result = db.execute(
             update(Membership)
             .where(
                 Membership.user_id == self.user_id,
@@ -375,7 +375,7 @@ class Membership(Base):
             )
             .values(last_read_seq=seq)
         )
-        await db.commit()
+        db.commit()
         self.last_read_seq = max(self.last_read_seq, seq)
         return result.rowcount > 0
 
@@ -655,13 +655,16 @@ class Message(Base):
     ) -> list[Message]:
         """Up to `limit` messages, oldest first: the oldest ones after `after` when it is
         given, else the newest ones (before `before`). Keyset on (room_id, seq), never OFFSET."""
-        query = select(cls).where(cls.room_id == room_id)
-        return list(await _keyset_page(db.scalars, query, before, after, limit))
+        query, newest_first = _keyset_page(
+            select(cls).where(cls.room_id == room_id), before, after, limit
+        )
+        rows = (await db.scalars(query)).all()
+        return rows[::-1] if newest_first else list(rows)
 
     @classmethod
-    async def heads(
+    def heads(
         cls,
-        db: AsyncSession,
+        db: Session,
         room_id: int,
         *,
         before: int | None = None,
@@ -670,42 +673,37 @@ class Message(Base):
     ) -> list[MessageHead]:
         """`page`, as MessageHead rows: what a page needs when the messages' HTML is
         already rendered (chat/fragments.py)."""
-        query = _MESSAGE_HEADS.where(cls.room_id == room_id)
-        rows = await _keyset_page(db.execute, query, before, after, limit)
-        return [MessageHead(*row) for row in rows]
+        query, newest_first = _keyset_page(
+            _MESSAGE_HEADS.where(cls.room_id == room_id), before, after, limit
+        )
+        heads = [MessageHead(*row) for row in db.execute(query)]
+        return heads[::-1] if newest_first else heads
 
     @classmethod
-    async def heads_around(
-        cls, db: AsyncSession, room_id: int, seq: int, limit: int
-    ) -> list[MessageHead]:
+    def heads_around(cls, db: Session, room_id: int, seq: int, limit: int) -> list[MessageHead]:
         """About `limit` messages centred on `seq` (which is included when it exists),
         oldest first: what a permalink opens."""
-        older = await cls.heads(db, room_id, before=seq + 1, limit=limit // 2 + 1)
-        newer = await cls.heads(db, room_id, after=seq, limit=limit - len(older))
+        older = cls.heads(db, room_id, before=seq + 1, limit=limit // 2 + 1)
+        newer = cls.heads(db, room_id, after=seq, limit=limit - len(older))
         return older + newer
 
     @classmethod
-    async def by_ids(cls, db: AsyncSession, ids: Sequence[int]) -> list[Message]:
+    def by_ids(cls, db: Session, ids: Sequence[int]) -> list[Message]:
         """The messages, as rendering needs them: a quoted original only for its quote
         (its reactions are never shown, so they are not read)."""
-        return list(await db.scalars(select(cls).where(cls.id.in_(ids)).options(_QUOTE_ONLY)))
+        return list(db.scalars(select(cls).where(cls.id.in_(ids)).options(_QUOTE_ONLY)))
 
 
-async def _keyset_page(
-    execute: Callable[[Select], Awaitable[Any]],
-    query: Select,
-    before: int | None,
-    after: int | None,
-    limit: int,
-) -> list[Any]:
-    """The rows of `query` (over messages of one room) for a page, oldest first."""
+def _keyset_page(
+    query: Select, before: int | None, after: int | None, limit: int
+) -> tuple[Select, bool]:
+    """`query` (over messages of one room) narrowed to a page, and whether its rows come
+    newest first (to be reversed: a page is shown oldest first)."""
     if before is not None:
         query = query.where(Message.seq < before)
     if after is not None:
-        rows = await execute(query.where(Message.seq > after).order_by(Message.seq).limit(limit))
-        return list(rows)
-    rows = await execute(query.order_by(Message.seq.desc()).limit(limit))
-    return list(reversed(rows.all()))
+        return query.where(Message.seq > after).order_by(Message.seq).limit(limit), False
+    return query.order_by(Message.seq.desc()).limit(limit), True
 
 
 # A message's id and change number, and the change number of the message it quotes:

@@ -8,6 +8,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.attachments import InvalidAttachment
 from chat.auth import login_required
+from chat.db import in_one_trip
 from chat.messages import InvalidMessage, clean_body
 from chat.models import NotDirectable, Room, User
 from chat.routes.forms import message_form, typed_body
@@ -33,8 +34,9 @@ async def _conversation(request: Request, *, create: bool = False) -> tuple[User
 async def _draft_page(
     request: Request, other: User, *, error: str = "", body: str = "", status: int = 200
 ) -> Response:
-    async with request.app.state.db() as db:
-        navigation = await navigation_lists(db, request.state.user)
+    navigation = await in_one_trip(
+        request.app.state.db, lambda db: navigation_lists(db, request.state.user)
+    )
     return request.app.state.templates.TemplateResponse(
         request,
         "direct/new.html",

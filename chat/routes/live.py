@@ -9,6 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.activity import UserStream
 from chat.auth import login_required, session_id
+from chat.db import in_one_trip
 from chat.routes.forms import read_form
 from chat.routes.rooms import find_membership, int_param, room_state_changed
 from chat.streams import RoomStreamResponse
@@ -30,8 +31,9 @@ async def mark_read(request: Request) -> Response:
     seq = int_param((await read_form(request)).get("seq"), "seq")
     if seq is None:
         raise HTTPException(400, "seq is required.")
-    async with request.app.state.db() as db:
-        moved = await membership.mark_read(db, min(seq, room.last_seq))
+    moved = await in_one_trip(
+        request.app.state.db, lambda db: membership.mark_read(db, min(seq, room.last_seq))
+    )
     if moved:
         await room_state_changed(request, membership)
     return Response(status_code=204)

@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.attachments import InvalidAttachment
 from chat.auth import login_required
+from chat.db import in_one_trip
 from chat.fragments import csrf_field
 from chat.messages import InvalidMessage
 from chat.models import Message, MessageGone, NotYours, Room
@@ -69,7 +70,8 @@ async def _composer(
     if room.is_direct or reply_to_seq is not None:
         async with request.app.state.db() as db:
             if room.is_direct:
-                context["room_title"] = room.title_for(await room.members(db), request.state.user)
+                members = await db.run_sync(room.members)
+                context["room_title"] = room.title_for(members, request.state.user)
             if reply_to_seq is not None:
                 context["reply_to"] = await Message.find(db, room.id, reply_to_seq, deleted=True)
     return request.app.state.templates.TemplateResponse(
@@ -86,11 +88,14 @@ async def history(request: Request) -> Response:
     after = int_param(request.query_params.get("after"), "after")
     if (before is None) == (after is None):
         raise HTTPException(400, "Give exactly one of before and after.")
-    async with request.app.state.db() as db:
-        messages = await Message.heads(
-            db, room.id, before=before, after=after, limit=request.app.state.settings.page_size
-        )
-        contents = await request.app.state.fragments.contents(db, messages, csrf_field(request))
+    state = request.app.state
+    messages = await in_one_trip(
+        state.db,
+        lambda db: Message.heads(
+            db, room.id, before=before, after=after, limit=state.settings.page_size
+        ),
+    )
+    contents = await state.fragments.contents(state.db, messages, csrf_field(request))
     return request.app.state.templates.TemplateResponse(
         request,
         "messages/_page.html",

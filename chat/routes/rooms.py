@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -16,7 +16,7 @@ from chat.db import in_one_trip
 from chat.events import Cursor
 from chat.fragments import csrf_field
 from chat.messages import leave_room_signal, room_state_signal
-from chat.models import MAX_ID, Membership, Message, Room, User
+from chat.models import MAX_ID, Member, Membership, Message, MessageHead, Room, User
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.rooms")
@@ -71,9 +71,9 @@ async def _index_page(
     request: Request, *, error: str = "", name: str = "", status: int = 200
 ) -> Response:
     user = request.state.user
-    async with request.app.state.db() as db:
-        navigation = await navigation_lists(db, user)
-        joinable = await Room.joinable_by(db, user)
+    navigation, joinable = await in_one_trip(
+        request.app.state.db, lambda db: (navigation_lists(db, user), Room.joinable_by(db, user))
+    )
     return request.app.state.templates.TemplateResponse(
         request,
         "rooms/index.html",
@@ -82,10 +82,10 @@ async def _index_page(
     )
 
 
-async def navigation_lists(db: AsyncSession, user: User) -> dict[str, object]:
+def navigation_lists(db: Session, user: User) -> dict[str, object]:
     """The viewer's rooms and, apart, their direct conversations, with unread counts
     (the template context of rooms/_nav.html)."""
-    rooms, directs = await Room.listed_for(db, user)
+    rooms, directs = Room.listed_for(db, user)
     return {"my_rooms": rooms, "my_directs": directs}
 
 
@@ -125,31 +125,37 @@ async def room_page(
     """The room page: the newest messages; with `?at=SEQ` the messages around SEQ (a
     permalink), with `?before=SEQ` or `?after=SEQ` the history page next to SEQ.
     Only a page that shows the newest message goes live and marks the room read."""
-    settings = request.app.state.settings
+    state = request.app.state
+    page_size = state.settings.page_size
     at = int_param(request.query_params.get("at"), "at")
     after = int_param(request.query_params.get("after"), "after")
     before = int_param(request.query_params.get("before"), "before")
     reply = int_param(request.query_params.get("reply"), "reply")
-    async with request.app.state.db() as db:
+    # Where the "new messages" divider goes: read before the marker moves.
+    first_unread = membership.last_read_seq + 1 if membership is not None else None
+
+    def read_page(
+        db: Session,
+    ) -> tuple[list[MessageHead], bool, list[Member], bool, dict[str, object]]:
         if at is not None:
-            messages = await Message.heads_around(db, room.id, at, settings.page_size)
+            messages = Message.heads_around(db, room.id, at, page_size)
         else:
-            messages = await Message.heads(
-                db, room.id, before=before, after=after, limit=settings.page_size
-            )
-        contents = await request.app.state.fragments.contents(db, messages, csrf_field(request))
+            messages = Message.heads(db, room.id, before=before, after=after, limit=page_size)
         shows_newest = (messages[-1].seq if messages else 0) >= room.last_seq
-        members = await room.members(db)
-        # Where the "new messages" divider goes: read before the marker moves.
-        first_unread = membership.last_read_seq + 1 if membership is not None else None
-        read_moved = False
-        if membership is not None and shows_newest:
-            read_moved = await membership.mark_read(db, room.last_seq)
+        read_moved = (
+            membership is not None and shows_newest and membership.mark_read(db, room.last_seq)
+        )
         # After mark_read, so this room's own unread count is already zero.
-        navigation = await navigation_lists(db, request.state.user)
-        # Replying without JavaScript: the Reply link opens the page with ?reply=SEQ.
-        reply_to = None
-        if reply is not None:
+        navigation = navigation_lists(db, request.state.user)
+        return messages, shows_newest, room.members(db), read_moved, navigation
+
+    # One trip to the database for all of it (two for a page whose HTML is not kept).
+    messages, shows_newest, members, read_moved, navigation = await in_one_trip(state.db, read_page)
+    contents = await state.fragments.contents(state.db, messages, csrf_field(request))
+    # Replying without JavaScript: the Reply link opens the page with ?reply=SEQ.
+    reply_to = None
+    if reply is not None:
+        async with state.db() as db:
             reply_to = await Message.find(db, room.id, reply, deleted=True)
     if read_moved:
         await room_state_changed(request, membership)
