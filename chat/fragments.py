@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
 from chat.db import in_one_trip
-from chat.models import Message, MessageHead, MessageVersion
+from chat.models import Message, MessageContent, MessageHead, MessageVersion
 
 # About 1 KB each with its key (0.7 KB of HTML on average over 2,000 seeded messages):
 # enough for the recent pages of many busy rooms per process.
@@ -73,11 +73,13 @@ class MessageFragments:
                 pieces[head.id] = kept
         missing = [head.id for head in heads if head.id not in pieces]
         if missing:
-            for message in await in_one_trip(db, lambda session: Message.by_ids(session, missing)):
+            for message in await in_one_trip(
+                db, lambda session: Message.contents(session, missing)
+            ):
                 pieces[message.id] = self._pieces(message)
         return {head.id: _joined(csrf, pieces.get(head.id, ())) for head in heads}
 
-    def _pieces(self, message: Message) -> tuple[str, ...]:
+    def _pieces(self, message: Message | MessageContent) -> tuple[str, ...]:
         version = message.version
         pieces = self._kept.get(version)
         if pieces is None:
