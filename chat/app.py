@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect
-from chat.fragments import MessageFragments
+from chat.fragments import KeptItems, MessageFragments
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.messages import MessagePath
 from chat.models import size_text
@@ -197,6 +197,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.templates = create_templates()
     app.state.fragments = MessageFragments(app.state.templates.env)
+    app.state.kept_items = KeptItems(app.state.templates.env)
     app.state.templates.env.globals["upload_limits"] = {
         "files": settings.max_files_per_message,
         "size": size_text(settings.max_upload_bytes),

@@ -2,8 +2,16 @@
 from plain rows (Message.contents), the stream frames and POST replies from the model.
 Both must give the same bytes, or a page and a live tab would show a message apart."""
 
+import re
+from types import SimpleNamespace
+
+import pytest
+from jinja2 import DictLoader, Environment, UndefinedError
+
 from chat.db import in_one_trip
-from chat.models import Message
+from chat.fragments import KeptItems
+from chat.models import Message, User
+from tests.support import PASSWORD, Person
 from tests.test_attachments import png, send
 from tests.test_message_changes import edit, message_path
 from tests.test_replies import reply
@@ -37,3 +45,50 @@ async def test_a_message_renders_from_rows_exactly_as_from_the_model(app, people
     assert quoting_files.quote.excerpt == "plan.png, notes.txt"
     assert quoting_files.reaction_groups == [("👍", ["bob"]), ("🎉", ["alice", "bob"])]
     assert quoting_deleted.quote.excerpt == ""
+
+
+def member_item(page: str, username: str) -> str:
+    match = re.search(rf"<li>\s*<span>{username}</span>.*?</li>", page, re.S)
+    assert match, f"{username} is not listed"
+    return match.group(0)
+
+
+async def test_kept_member_items_carry_each_readers_own_csrf_token_and_presence(
+    app, people, anonymous
+):
+    alice, bob = await people("alice"), await people("bob")
+    room_id = await alice.create_room()
+    await bob.join(room_id)
+    alice_again = Person(anonymous.client, "alice")  # a second browser, its own session
+    login = await alice_again.post("/login", {"username": "alice", "password": PASSWORD})
+    assert login.status_code == 303
+    first = (await alice.get(f"/rooms/{room_id}")).text
+    second = (await alice_again.get(f"/rooms/{room_id}")).text
+    assert alice.csrf_token != alice_again.csrf_token
+    for person, page in ((alice, first), (alice_again, second)):
+        remove_bob = member_item(page, "bob")
+        assert f'name="csrf_token" value="{person.csrf_token}"' in remove_bob
+        assert "Remove</button>" in remove_bob and "Message<span" in remove_bob
+        assert "Remove</button>" not in member_item(page, "alice")  # your own: no actions
+    bobs_view = (await bob.get(f"/rooms/{room_id}")).text
+    assert "csrf_token" not in member_item(bobs_view, "alice")  # not an owner: no form
+
+    # Presence is part of what an item shows, so a kept item never shows it stale.
+    assert ">offline<" in member_item((await bob.get(f"/rooms/{room_id}")).text, "alice")
+    async with app.state.db() as db:
+        alice_id = (await User.by_username(db, "alice")).id
+    async with app.state.presence.connected(alice_id):
+        assert ">online<" in member_item((await bob.get(f"/rooms/{room_id}")).text, "alice")
+
+
+def test_a_kept_item_that_asks_for_the_reader_fails_instead_of_being_shared():
+    templates = Environment(
+        loader=DictLoader({"leaky.html": "<li>{{ request.state.csrf_token }}</li>"}),
+        autoescape=True,
+    )
+    KeptItems(templates)
+    reader = SimpleNamespace(
+        base_url="http://chat/", url_for=None, state=SimpleNamespace(csrf_token="secret")
+    )
+    with pytest.raises(UndefinedError):
+        templates.globals["kept_item"]("leaky.html", reader, member=1)
