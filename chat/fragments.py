@@ -128,10 +128,12 @@ KEPT_ITEMS = 20_000
 
 class KeptItems:
     """List items that show nothing but the values they are given (and the reader's
-    CSRF field, joined in as for message content), rendered once per distinct values
-    and kept: `kept_item("rooms/_member.html", request, member=…, online=…)`. A
-    room page lists every member and every room of the reader's, and rendering those
-    items was a third of what a page cost.
+    CSRF field, joined in as for message content), each rendered once per distinct
+    values and kept: `kept_items("rooms/_member.html", request, items)` in a template,
+    where each of `items` is a dict of one item's values. A room page lists every
+    member and every room of the reader's; rendering those items in a template loop was
+    a third of what a page cost, and even calling a template function once per item
+    costs more than serving it kept, so one call serves the whole list.
 
     An item is rendered with a stand-in for the request that offers its links
     (`url_for`) and nothing of the reader's (session, CSRF token), so that an item that
@@ -141,21 +143,26 @@ class KeptItems:
     def __init__(self, templates: Environment, kept: int = KEPT_ITEMS) -> None:
         self._templates = templates
         self.kept = KeptHtml(kept)
-        templates.globals["kept_item"] = self._item
+        templates.globals["kept_items"] = self._items
 
-    def _item(self, name: str, request: Request, **values: Hashable) -> Markup:
-        # Not a pass_context function: called in a loop, one of those gets a copy of
-        # the template's whole context on every call.
-        key = (name, str(request.base_url), *values.items())
-        pieces = self.kept.get(key)
-        if pieces is None:
-            html = self._templates.get_template(name).render(
-                request=_LinksOnly(request), csrf_field=self.kept.marker, **values
-            )
-            pieces = self.kept.keep(key, html)
-        if len(pieces) == 1:  # most items have no form
-            return Markup(pieces[0])  # noqa: S704 (autoescaped template output)
-        return _joined(csrf_field(request), pieces)
+    def _items(self, name: str, request: Request, items: Iterable[dict[str, Hashable]]) -> Markup:
+        base_url = str(request.base_url)
+        reader_csrf = None
+        html = []
+        for values in items:
+            key = (name, base_url, *values.items())
+            pieces = self.kept.get(key)
+            if pieces is None:
+                rendered = self._templates.get_template(name).render(
+                    request=_LinksOnly(request), csrf_field=self.kept.marker, **values
+                )
+                pieces = self.kept.keep(key, rendered)
+            if len(pieces) == 1:  # most items have no form
+                html.append(pieces[0])
+            else:
+                reader_csrf = reader_csrf or str(csrf_field(request))
+                html.append(reader_csrf.join(pieces))
+        return Markup("".join(html))  # noqa: S704 (autoescaped template output)
 
 
 class _LinksOnly:

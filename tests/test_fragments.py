@@ -91,4 +91,4 @@ def test_a_kept_item_that_asks_for_the_reader_fails_instead_of_being_shared():
         base_url="http://chat/", url_for=None, state=SimpleNamespace(csrf_token="secret")
     )
     with pytest.raises(UndefinedError):
-        templates.globals["kept_item"]("leaky.html", reader, member=1)
+        templates.globals["kept_items"]("leaky.html", reader, [{"member": 1}])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Hashable
 
 import structlog
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from chat.db import in_one_trip
 from chat.events import Cursor
 from chat.fragments import csrf_field
 from chat.messages import leave_room_signal, room_state_signal
-from chat.models import MAX_ID, Member, Membership, Message, MessageHead, Room, User
+from chat.models import MAX_ID, Listed, Member, Membership, Message, MessageHead, Room, User
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.rooms")
@@ -82,11 +83,18 @@ async def _index_page(
     )
 
 
-def navigation_lists(db: Session, user: User) -> dict[str, object]:
-    """The viewer's rooms and, apart, their direct conversations, with unread counts
-    (the template context of rooms/_nav.html)."""
+def navigation_lists(db: Session, user: User, current: Room | None = None) -> dict[str, object]:
+    """The viewer's rooms and, apart, their direct conversations, with unread counts,
+    as the items of rooms/_mine.html (in rooms/_nav.html, beside `current`)."""
     rooms, directs = Room.listed_for(db, user)
-    return {"my_rooms": rooms, "my_directs": directs}
+
+    def items(listed: list[Listed]) -> list[dict[str, Hashable]]:
+        return [
+            {"listed": each, "current": current is not None and each.id == current.id}
+            for each in listed
+        ]
+
+    return {"my_rooms": items(rooms), "my_directs": items(directs)}
 
 
 @login_required
@@ -146,7 +154,7 @@ async def room_page(
             membership is not None and shows_newest and membership.mark_read(db, room.last_seq)
         )
         # After mark_read, so this room's own unread count is already zero.
-        navigation = navigation_lists(db, request.state.user)
+        navigation = navigation_lists(db, request.state.user, room)
         return messages, shows_newest, room.members(db), read_moved, navigation
 
     # One trip to the database for all of it (two for a page whose HTML is not kept).
@@ -173,7 +181,7 @@ async def room_page(
             "reply_to": reply_to,
             "membership": membership,
             "members": members,
-            "online": online | {request.state.user.id},
+            "member_items": member_items(request, room, membership, members, online),
             "typists": await presence.typists(room.id),
             "first_unread": first_unread,
             "messages": messages,
@@ -191,6 +199,28 @@ async def room_page(
         },
         status_code=status,
     )
+
+
+def member_items(
+    request: Request,
+    room: Room,
+    membership: Membership | None,
+    members: list[Member],
+    online: set[int],
+) -> list[dict[str, Hashable]]:
+    """The items of the member list (rooms/_member.html): who is online, and whom
+    the viewer may message or (as an owner) remove."""
+    viewer_id = request.state.user.id
+    may_remove = membership is not None and membership.is_owner
+    return [
+        {
+            "member": member,
+            "online": member.id in online or member.id == viewer_id,
+            "may_message": not room.is_direct and member.id != viewer_id,
+            "remove_from": room.id if may_remove and member.id != viewer_id else None,
+        }
+        for member in members
+    ]
 
 
 @login_required
