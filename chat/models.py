@@ -251,7 +251,8 @@ class Room(Base):
         """The viewer's rooms by name and, apart, their direct conversations by the
         other person's name, with unread and mention counts: what every page's room
         list shows, read as plain rows in one statement."""
-        listed = [Listed(*row) for row in db.execute(_LISTED, {"viewer": user.id})]
+        rows = db.connection().execute(_LISTED, {"viewer": user.id})
+        listed = list(map(Listed._make, rows))
         return [r for r in listed if not r.is_direct], [r for r in listed if r.is_direct]
 
     def title_for(self, members: Sequence[Member], viewer: User) -> str:
@@ -313,8 +314,7 @@ class Room(Base):
         return list(rows)
 
     def members(self, db: Session) -> list[Member]:
-        rows = db.execute(_MEMBERS, {"room": self.id})
-        return [Member(id, username, role == Role.OWNER) for id, username, role in rows]
+        return list(map(Member._make, db.connection().execute(_MEMBERS, {"room": self.id})))
 
     async def add_member(self, db: AsyncSession, user: User, role: Role = Role.MEMBER) -> bool:
         """Make `user` a member; False when they already were."""
@@ -653,11 +653,9 @@ class Message(Base):
     ) -> list[Message]:
         """Up to `limit` messages, oldest first: the oldest ones after `after` when it is
         given, else the newest ones (before `before`). Keyset on (room_id, seq), never OFFSET."""
-        query, newest_first = _keyset_page(
-            select(cls).where(cls.room_id == room_id), before, after, limit
-        )
-        rows = (await db.scalars(query)).all()
-        return rows[::-1] if newest_first else list(rows)
+        query, values = _MESSAGE_PAGES.page(room_id, before, after, limit)
+        rows = (await db.scalars(query, values)).all()
+        return rows[::-1] if after is None else list(rows)
 
     @classmethod
     def heads(
@@ -671,11 +669,11 @@ class Message(Base):
     ) -> list[MessageHead]:
         """`page`, as MessageHead rows: what a page needs when the messages' HTML is
         already rendered (chat/fragments.py)."""
-        query, newest_first = _keyset_page(
-            _MESSAGE_HEADS.where(cls.room_id == room_id), before, after, limit
-        )
-        heads = [MessageHead(*row) for row in db.execute(query)]
-        return heads[::-1] if newest_first else heads
+        query, values = _HEAD_PAGES.page(room_id, before, after, limit)
+        # Core, on the session's connection: the ORM's handling of plain rows cost
+        # more than SQLite's work on them (so for every statement of a room page).
+        heads = list(map(MessageHead._make, db.connection().execute(query, values)))
+        return heads[::-1] if after is None else heads
 
     @classmethod
     def heads_around(cls, db: Session, room_id: int, seq: int, limit: int) -> list[MessageHead]:
@@ -727,16 +725,32 @@ class Message(Base):
         ]
 
 
-def _keyset_page(
-    query: Select, before: int | None, after: int | None, limit: int
-) -> tuple[Select, bool]:
-    """`query` (over messages of one room) narrowed to a page, and whether its rows come
-    newest first (to be reversed: a page is shown oldest first)."""
-    if before is not None:
-        query = query.where(Message.seq < before)
-    if after is not None:
-        return query.where(Message.seq > after).order_by(Message.seq).limit(limit), False
-    return query.order_by(Message.seq.desc()).limit(limit), True
+class KeysetPages:
+    """A query over messages, narrowed to a page of one room's (`page`): keyset on
+    (room_id, seq), never OFFSET. Its statements, one for each of the bounds a page
+    may have, are built once."""
+
+    def __init__(self, query: Select) -> None:
+        self._statements: dict[tuple[bool, bool], Select] = {}
+        for before in (False, True):
+            for after in (False, True):
+                page = query.where(Message.room_id == _ROOM)
+                if before:
+                    page = page.where(Message.seq < bindparam("before"))
+                if after:
+                    page = page.where(Message.seq > bindparam("after")).order_by(Message.seq)
+                else:
+                    page = page.order_by(Message.seq.desc())
+                self._statements[before, after] = page.limit(bindparam("limit"))
+
+    def page(
+        self, room_id: int, before: int | None, after: int | None, limit: int
+    ) -> tuple[Select, dict[str, int | None]]:
+        """The statement and its values: the oldest `limit` messages after `after`
+        (oldest first) when it is given, else the newest ones before `before` (newest
+        first)."""
+        statement = self._statements[before is not None, after is not None]
+        return statement, {"room": room_id, "before": before, "after": after, "limit": limit}
 
 
 # A message's id and change number, and the change number of the message it quotes:
@@ -993,7 +1007,7 @@ _MARK_OWN_READ = (
     .values(last_read_seq=bindparam("seq"))
 )
 _MEMBERS = (
-    select(User.id, User.username, Membership.role)
+    select(User.id, User.username, Membership.role == Role.OWNER)
     .join(Membership, Membership.user_id == User.id)
     .where(Membership.room_id == _ROOM)
     .order_by(func.lower(User.username))
@@ -1015,6 +1029,8 @@ _MESSAGE_HEADS = (
         and_(_ORIGINAL.room_id == Message.room_id, _ORIGINAL.seq == Message.reply_to_seq),
     )
 )
+_HEAD_PAGES = KeysetPages(_MESSAGE_HEADS)
+_MESSAGE_PAGES = KeysetPages(select(Message))
 _OTHER_MEMBER = aliased(Membership)
 # A direct conversation is titled by the other person's name.
 _TITLE = func.coalesce(User.username, Room.name)
