@@ -566,10 +566,16 @@ class Message(Base):
         )
         db.commit()
         # What its frame is rendered from; stored above, so never added to a session.
-        message = cls(
-            id=message_id, **values, author=author, reactions=[], attachments=list(attachments)
-        )
-        set_committed_value(message, "reply_to", reply_to)
+        # Relationships set as loaded, not assigned: assigning fires the ORM's
+        # attribute events and history for each, half of building the object.
+        message = cls(id=message_id, **values)
+        for name, value in (
+            ("author", author),
+            ("reactions", []),
+            ("attachments", list(attachments)),
+            ("reply_to", reply_to),
+        ):
+            set_committed_value(message, name, value)
         return message, cursor
 
     @classmethod
