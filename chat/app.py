@@ -27,6 +27,7 @@ from chat.messages import MessagePath
 from chat.models import size_text
 from chat.presence import create_presence
 from chat.routes import routes
+from chat.routes.messages import FreshComposers
 from chat.settings import Settings
 from chat.storage import LocalMediaStorage
 from chat.streams import OpenStreams, StreamHandoverMiddleware
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.templates = create_templates()
     app.state.fragments = MessageFragments(app.state.templates.env)
+    app.state.fresh_composers = FreshComposers()
     app.state.templates.env.globals["upload_limits"] = {
         "files": settings.max_files_per_message,
         "size": size_text(settings.max_upload_bytes),
