@@ -56,6 +56,22 @@ async def test_each_poster_gets_the_kept_composer_with_their_own_csrf_token(peop
     assert answers[3].text == rendered.body.decode()
 
 
+async def test_sqlite_checkpoints_its_log_apart_from_the_commits(people, app, backend):
+    checkpoints = app.state.wal_checkpoints
+    if backend != "sqlite":
+        assert checkpoints is None
+        return
+    engine = app.state.db.kw["bind"]
+    async with engine.connect() as connection:
+        assert (await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    for n in range(20):
+        await alice.say(room_id, f"message {n}")
+    busy, logged, copied = await checkpoints.checkpoint()
+    assert busy == 0 and logged > 0 and copied == logged
+
+
 async def test_posting_without_javascript_redirects_back_to_the_room(people):
     alice = await people("alice")
     room_id = await alice.create_room()
