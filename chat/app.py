@@ -20,13 +20,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
-from chat.db import create_engine, create_sessionmaker, is_disconnect
+from chat.db import create_engine, create_sessionmaker, is_disconnect, sqlite_checkpoints
 from chat.fragments import KeptItems, MessageFragments
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.messages import MessagePath
 from chat.models import size_text
 from chat.presence import create_presence
 from chat.routes import routes
+from chat.routes.messages import FreshComposers
 from chat.settings import Settings
 from chat.storage import LocalMediaStorage
 from chat.streams import OpenStreams, StreamHandoverMiddleware
@@ -144,7 +145,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, checkpoints_apart=True)
+        checkpoints = app.state.wal_checkpoints = sqlite_checkpoints(engine)
         broker = create_broker(
             settings.broker_url, settings.subscriber_queue_size, settings.broker_prefix
         )
@@ -162,6 +164,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.presence, settings.heartbeat_seconds, settings.send_timeout_seconds
         )
         app.state.streams.start()
+        if checkpoints is not None:
+            checkpoints.start()
         # Everything loaded so far (modules, mappers, compiled templates) lives as long
         # as the process: out of the collector's sight, a full collection no longer
         # walks it, which paused a request for up to 77 ms (chat bench history's p99).
@@ -174,6 +178,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.presence.close()
             await broker.close()
             await engine.dispose()
+            if checkpoints is not None:
+                await checkpoints.close()
 
     app = Starlette(
         routes=routes,
@@ -198,6 +204,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.templates = create_templates()
     app.state.fragments = MessageFragments(app.state.templates.env)
     app.state.kept_items = KeptItems(app.state.templates.env)
+    app.state.fresh_composers = FreshComposers()
     app.state.templates.env.globals["upload_limits"] = {
         "files": settings.max_files_per_message,
         "size": size_text(settings.max_upload_bytes),

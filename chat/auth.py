@@ -15,13 +15,12 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete
-from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat.db import in_one_trip
-from chat.models import MAX_ID, AuthSession, Room, User
+from chat.models import MAX_ID, AuthSession, User
 from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
 
 SESSION_COOKIE = "chat_session"
@@ -109,8 +108,8 @@ async def load_session(request: Request) -> AuthSession | None:
     """The request's signed-in session (with its user), cached on request.state.
 
     A request about a room (a `room_id` in its path) asks for the room next
-    (chat.routes.rooms.find_room): the same trip to the database reads it, for
-    find_room to take from request.state."""
+    (chat.routes.rooms.find_room): the same statement reads it, in the same trip to
+    the database, for find_room to take from request.state."""
     if "auth_session" in request.state._state:
         return request.state.auth_session
     auth_session, room_asked, visible_room = None, None, None
@@ -122,13 +121,12 @@ async def load_session(request: Request) -> AuthSession | None:
             if room_id is not None and room_id <= MAX_ID:
                 room_asked = room_id
 
-            def signed_in(db: Session) -> tuple[AuthSession | None, object]:
-                found = AuthSession.find(db, _token_hash(token))
-                if found is None or room_asked is None:
-                    return found, None
-                return found, Room.visible_to(db, found.user, room_asked)
-
-            auth_session, visible_room = await in_one_trip(request.app.state.db, signed_in)
+            found = await in_one_trip(
+                request.app.state.db,
+                lambda db: AuthSession.find(db, _token_hash(token), room_asked),
+            )
+            if found is not None:
+                auth_session, visible_room = found
     request.state.auth_session = auth_session
     request.state.user = auth_session.user if auth_session else None
     request.state.room_asked = room_asked if auth_session else None

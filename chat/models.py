@@ -165,10 +165,18 @@ class AuthSession(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
     @classmethod
-    def find(cls, db: Session, token_hash: str) -> AuthSession | None:
-        """The session (with its user) whose token hashes to `token_hash`. Synchronous:
-        every signed-in request asks it first, in one trip (chat.db.in_one_trip)."""
-        return db.scalar(_SESSION_BY_TOKEN, {"token_hash": token_hash})
+    def find(
+        cls, db: Session, token_hash: str, room_id: int | None = None
+    ) -> tuple[AuthSession, tuple[Room, Membership | None] | None] | None:
+        """The session (with its user) whose token hashes to `token_hash` and, when
+        `room_id` is given, that room as its user may see it (Room.visible_to), in one
+        statement: every signed-in request asks it first. Synchronous, for one trip
+        (chat.db.in_one_trip)."""
+        row = db.execute(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id}).first()
+        if row is None:
+            return None
+        auth_session, room, membership = row
+        return auth_session, None if room is None else (room, membership)
 
 
 class Room(Base):
@@ -556,10 +564,16 @@ class Message(Base):
         )
         db.commit()
         # What its frame is rendered from; stored above, so never added to a session.
-        message = cls(
-            id=message_id, **values, author=author, reactions=[], attachments=list(attachments)
-        )
-        set_committed_value(message, "reply_to", reply_to)
+        # Relationships set as loaded, not assigned: assigning fires the ORM's
+        # attribute events and history for each, half of building the object.
+        message = cls(id=message_id, **values)
+        for name, value in (
+            ("author", author),
+            ("reactions", []),
+            ("attachments", list(attachments)),
+            ("reply_to", reply_to),
+        ):
+            set_committed_value(message, name, value)
         return message, cursor
 
     @classmethod
@@ -985,7 +999,17 @@ for _dialect, _statements in SEARCH_INDEX_DDL.items():
 _ROOM = bindparam("room")
 _VIEWER = bindparam("viewer")
 _AUTHOR = bindparam("author")
-_SESSION_BY_TOKEN = select(AuthSession).where(AuthSession.token_hash == bindparam("token_hash"))
+# The session and the room it asks about: the room is missing, exactly as in
+# _VISIBLE_ROOM, when it does not exist or is private and the user is not a member.
+_SESSION_AND_ROOM = (
+    select(AuthSession, Room, Membership)
+    .select_from(AuthSession)
+    .outerjoin(
+        Membership, and_(Membership.room_id == _ROOM, Membership.user_id == AuthSession.user_id)
+    )
+    .outerjoin(Room, and_(Room.id == _ROOM, or_(~Room.is_private, Membership.user_id.is_not(None))))
+    .where(AuthSession.token_hash == bindparam("token_hash"))
+)
 _VISIBLE_ROOM = (
     select(Room, Membership)
     .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == _VIEWER))

@@ -15,6 +15,7 @@ nh3 then lets `span` through with that one class and a `data-username` only.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping
 
@@ -86,9 +87,23 @@ def mention_candidates(text: str) -> set[str]:
     return found
 
 
+# Text that no enabled rule can turn into markup: no emphasis, code, link, URL or
+# @mention character, a "." only before a space or at the end (so never a domain
+# name), no line break, no space at either end. Most chat lines are like this; the
+# Markdown parse and the sanitizer cost a post more than the rest of its rendering.
+# tests/test_sanitize.py checks it against the full path, byte for byte.
+_PLAIN_TEXT = re.compile(r"(?! )(?:[ A-Za-z0-9,!?'\"&<>()#%+=;-]|\.(?= |\Z))+(?<! )")
+
+
 def render(text: str, members: Mapping[str, str] | None = None) -> str:
     """Sanitized HTML for a message body; `members` (lower-cased name → username) are
     the names that may be mentioned."""
+    if _PLAIN_TEXT.fullmatch(text):
+        return f"<p>{html.escape(text, quote=False)}</p>\n"
+    return _render_markdown(text, members)
+
+
+def _render_markdown(text: str, members: Mapping[str, str] | None = None) -> str:
     env = {"members": members or {}}
     return nh3.clean(
         _markdown.renderer.render(_markdown.parse(text, env), _markdown.options, env),

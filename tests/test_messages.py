@@ -1,6 +1,7 @@
 import asyncio
 
 from sqlalchemy import func, select
+from starlette.requests import Request
 
 from chat.models import Message, Room
 from chat.settings import Settings
@@ -23,6 +24,52 @@ async def test_posting_with_htmx_returns_a_fresh_composer(people, app):
         "hello *world*",
         "<p>hello <em>world</em></p>\n",
     )
+
+
+async def test_each_poster_gets_the_kept_composer_with_their_own_csrf_token(people, app):
+    alice, bob = await people("alice"), await people("bob")
+    room_id = await alice.create_room()
+    await bob.join(room_id)
+    answers = [await person.say(room_id, "hi") for person in (alice, bob, alice, bob)]
+    for person, answer in zip((alice, bob, alice, bob), answers, strict=True):
+        assert answer.text.count(person.csrf_token) == 1
+        assert f'value="{person.csrf_token}"' in answer.text
+    assert answers[0].text == answers[2].text != answers[1].text == answers[3].text
+    # Byte for byte what rendering it for that request gives.
+    async with app.state.db() as db:
+        room = await db.get(Room, room_id)
+    scope = {
+        "type": "http",
+        "app": app,
+        "method": "POST",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "root_path": "",
+        "path": f"/rooms/{room_id}/messages",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "state": {"csrf_token": bob.csrf_token},
+    }
+    rendered = app.state.templates.TemplateResponse(
+        Request(scope), "messages/_composer.html", {"room": room, "error": "", "body": ""}
+    )
+    assert answers[3].text == rendered.body.decode()
+
+
+async def test_sqlite_checkpoints_its_log_apart_from_the_commits(people, app, backend):
+    checkpoints = app.state.wal_checkpoints
+    if backend != "sqlite":
+        assert checkpoints is None
+        return
+    engine = app.state.db.kw["bind"]
+    async with engine.connect() as connection:
+        assert (await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    for n in range(20):
+        await alice.say(room_id, f"message {n}")
+    busy, logged, copied = await checkpoints.checkpoint()
+    assert busy == 0 and logged > 0 and copied == logged
 
 
 async def test_posting_without_javascript_redirects_back_to_the_room(people):

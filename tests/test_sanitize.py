@@ -1,4 +1,12 @@
-from chat.sanitize import render
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from chat.sanitize import _PLAIN_TEXT, _render_markdown, render
+
+# What the plain-text shortcut takes, and every character next to it that it must not:
+# Markdown, URL and mention syntax, escapes, entities, whitespace of every kind.
+_PLAIN_ALPHABET = "aZ09 ,!?'\"&<>()#%+=;-."
+_NEAR_PLAIN_ALPHABET = _PLAIN_ALPHABET + "*_~`[]:/@\\\n\t\r\xa0é.co"
 
 
 def test_plain_text_is_escaped_not_interpreted():
@@ -51,3 +59,22 @@ def test_block_markdown_outside_the_subset_is_plain_text():
 
 def test_line_breaks_are_kept():
     assert render("one\ntwo") == "<p>one<br>\ntwo</p>\n"
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet=_PLAIN_ALPHABET) | st.text(alphabet=_NEAR_PLAIN_ALPHABET))
+@example("a.co")
+@example("www.example.com")
+@example("x. y")
+@example("&amp; &#60; &lt")
+@example(" padded ")
+@example("a &quot; b")
+def test_plain_text_shortcut_is_byte_identical_to_markdown_and_nh3(text):
+    assert render(text) == _render_markdown(text)
+
+
+def test_plain_chat_lines_take_the_shortcut():
+    for text in ("bench 3 123 end", "Hello. How are you?", "it's 5 o'clock, ok!", "a < b & c"):
+        assert _PLAIN_TEXT.fullmatch(text), text
+    for text in ("see example.com", "*hi*", "@alice", "a\nb", "1.5", "x:y"):
+        assert not _PLAIN_TEXT.fullmatch(text), text
