@@ -70,9 +70,6 @@ class KeptHtml:
             self._kept.popitem(last=False)
         return pieces
 
-    def clear(self) -> None:
-        self._kept.clear()
-
 
 class MessageFragments:
     def __init__(self, templates: Environment, kept: int = KEPT_VERSIONS) -> None:
