@@ -100,12 +100,8 @@ async def in_one_trip(
     if engine.dialect.name != "sqlite":
         async with sessions() as db:
             return await db.run_sync(work)
-    # The pool's connection itself, not an AsyncConnection around it: that wrapper's
-    # checkout, raw-connection lookup and close were three greenlet switches, a
-    # third of a trip's cost on the loop, for a connection only `work` uses.
-    pooled = await engine.raw_connection()
-    try:
-        aiosqlite_connection = pooled.driver_connection
+    async with engine.connect() as connection:
+        aiosqlite_connection = (await connection.get_raw_connection()).driver_connection
 
         def on_sqlite_thread() -> T:
             with Session(_thread_engine(aiosqlite_connection), expire_on_commit=False) as db:
@@ -113,8 +109,6 @@ async def in_one_trip(
 
         # aiosqlite's queue to its thread; SQLAlchemy's own aiosqlite dialect uses it too.
         return await aiosqlite_connection._execute(on_sqlite_thread)
-    finally:
-        pooled.close()  # back to the pool; no rollback hop (see create_engine)
 
 
 def _thread_engine(aiosqlite_connection: Any) -> Engine:
