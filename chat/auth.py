@@ -124,6 +124,7 @@ async def load_session(request: Request) -> AuthSession | None:
             found = await in_one_trip(
                 request.app.state.db,
                 lambda db: AuthSession.find(db, _token_hash(token), room_asked),
+                statements_apart=True,
             )
             if found is not None:
                 auth_session, visible_room = found

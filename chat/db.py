@@ -84,7 +84,10 @@ _SQLITE_THREAD_ENGINES: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKey
 
 
 async def in_one_trip(
-    sessions: async_sessionmaker[AsyncSession], work: Callable[[Session], T]
+    sessions: async_sessionmaker[AsyncSession],
+    work: Callable[[Session], T],
+    *,
+    statements_apart: bool = False,
 ) -> T:
     """Run `work` (synchronous code on an ORM session: statements, and a commit if it
     writes) as one trip to the database driver.
@@ -95,10 +98,17 @@ async def in_one_trip(
     same sqlite3 connection (held checked out from the pool meanwhile, so nothing
     else uses it), with no hop between its statements. On PostgreSQL it is the
     session's `run_sync`: each statement is still a round trip to the server, the
-    code and its SQL are the same."""
+    code and its SQL are the same.
+
+    `statements_apart`: `work` reads, or writes in single statements, so it needs no
+    transaction around its statements. On PostgreSQL each then commits by itself
+    (autocommit), which saves the round trips of BEGIN and of the ROLLBACK or COMMIT;
+    under READ COMMITTED each statement reads the latest commits either way."""
     engine = sessions.kw["bind"]
     if engine.dialect.name != "sqlite":
-        async with sessions() as db:
+        if statements_apart:
+            engine = _autocommit(engine)
+        async with sessions(bind=engine) as db:
             return await db.run_sync(work)
     async with engine.connect() as connection:
         aiosqlite_connection = (await connection.get_raw_connection()).driver_connection
@@ -109,6 +119,21 @@ async def in_one_trip(
 
         # aiosqlite's queue to its thread; SQLAlchemy's own aiosqlite dialect uses it too.
         return await aiosqlite_connection._execute(on_sqlite_thread)
+
+
+_AUTOCOMMIT_ENGINES: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine, its connections (the same pool) in autocommit."""
+    autocommit = _AUTOCOMMIT_ENGINES.get(engine)
+    if autocommit is None:
+        autocommit = _AUTOCOMMIT_ENGINES[engine] = engine.execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
+    return autocommit
 
 
 def _thread_engine(aiosqlite_connection: Any) -> Engine:

@@ -95,7 +95,7 @@ class MessageFragments:
         missing = [head.id for head in heads if head.id not in pieces]
         if missing:
             for message in await in_one_trip(
-                db, lambda session: Message.contents(session, missing)
+                db, lambda session: Message.contents(session, missing), statements_apart=True
             ):
                 pieces[message.id] = self._pieces(message)
         return {head.id: _joined(csrf, pieces.get(head.id, ())) for head in heads}

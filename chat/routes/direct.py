@@ -35,7 +35,9 @@ async def _draft_page(
     request: Request, other: User, *, error: str = "", body: str = "", status: int = 200
 ) -> Response:
     navigation = await in_one_trip(
-        request.app.state.db, lambda db: navigation_lists(db, request.state.user)
+        request.app.state.db,
+        lambda db: navigation_lists(db, request.state.user),
+        statements_apart=True,
     )
     return request.app.state.templates.TemplateResponse(
         request,

@@ -32,7 +32,9 @@ async def mark_read(request: Request) -> Response:
     if seq is None:
         raise HTTPException(400, "seq is required.")
     moved = await in_one_trip(
-        request.app.state.db, lambda db: membership.mark_read(db, min(seq, room.last_seq))
+        request.app.state.db,
+        lambda db: membership.mark_read(db, min(seq, room.last_seq)),
+        statements_apart=True,
     )
     if moved:
         await room_state_changed(request, membership)

@@ -125,6 +125,7 @@ async def history(request: Request) -> Response:
         lambda db: Message.heads(
             db, room.id, before=before, after=after, limit=state.settings.page_size
         ),
+        statements_apart=True,
     )
     contents = await state.fragments.contents(state.db, messages, csrf_field(request))
     return request.app.state.templates.TemplateResponse(

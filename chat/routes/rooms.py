@@ -44,7 +44,9 @@ async def find_room(request: Request) -> tuple[Room, Membership | None]:
         found = request.state.visible_room
     elif room_id <= MAX_ID:
         found = await in_one_trip(
-            request.app.state.db, lambda db: Room.visible_to(db, request.state.user, room_id)
+            request.app.state.db,
+            lambda db: Room.visible_to(db, request.state.user, room_id),
+            statements_apart=True,
         )
     if found is None:
         raise HTTPException(404, "There is no such room, or it is private.")
@@ -73,7 +75,9 @@ async def _index_page(
 ) -> Response:
     user = request.state.user
     navigation, joinable = await in_one_trip(
-        request.app.state.db, lambda db: (navigation_lists(db, user), Room.joinable_by(db, user))
+        request.app.state.db,
+        lambda db: (navigation_lists(db, user), Room.joinable_by(db, user)),
+        statements_apart=True,
     )
     return request.app.state.templates.TemplateResponse(
         request,
@@ -158,7 +162,9 @@ async def room_page(
         return messages, shows_newest, room.members(db), read_moved, navigation
 
     # One trip to the database for all of it (two for a page whose HTML is not kept).
-    messages, shows_newest, members, read_moved, navigation = await in_one_trip(state.db, read_page)
+    messages, shows_newest, members, read_moved, navigation = await in_one_trip(
+        state.db, read_page, statements_apart=True
+    )
     contents = await state.fragments.contents(state.db, messages, csrf_field(request))
     # Replying without JavaScript: the Reply link opens the page with ?reply=SEQ.
     reply_to = None
