@@ -66,13 +66,14 @@ class DirectWrite:
     the write's system call.
 
     `write` does what uvicorn's `RequestResponseCycle.send` does for a body chunk with
-    more to come, in the one case it would write at once (response started, chunked,
-    not complete, connection open, transport not paused), and returns None in every
-    other case, for the caller to go through `send`, which handles each as before: so
-    the bytes on the wire are the same either way. It depends on that method and on
-    the fields it reads (`chunked_encoding`, `response_complete`, `disconnected`,
-    `flow.write_paused`, `transport`); tests/test_stream_serving.py fails if `chat
-    serve` stops taking this path or its bytes differ from `send`'s.
+    more to come, in the one case it would write at once (a chunk to write, response
+    started, chunked, not complete, connection open, transport not paused), and
+    returns None in every other case, for the caller to go through `send`, which
+    handles each as before: so the bytes on the wire are the same either way. It
+    depends on that method and on the fields it reads (`chunked_encoding`,
+    `response_complete`, `disconnected`, `flow.write_paused`, `transport`);
+    tests/test_stream_serving.py fails if `chat serve` stops taking this path or its
+    bytes differ from `send`'s.
 
     Bypassing the middleware is sound because no middleware changes body chunks (see
     `StreamHandoverMiddleware`); only the start of the response passes through them.
@@ -92,10 +93,12 @@ class DirectWrite:
 
     def write(self, chunk: bytes) -> bool | None:
         """True once written, False when the transport is paused (`send` would wait
-        before writing anything), None when `send` must handle it."""
+        before writing anything), None when `send` must handle it (an empty chunk
+        included: framed, it would end the body)."""
         connection = self._connection
         if (
-            not connection.chunked_encoding
+            not chunk
+            or not connection.chunked_encoding
             or connection.response_complete
             or connection.disconnected
         ):

@@ -206,7 +206,8 @@ def streaming_response(connection: HttpToolsCycle) -> RoomStreamResponse:
     return response
 
 
-CHUNKS = [RETRY_FRAME, events.encode("message", "<p>one\ntwo</p>", id=Cursor(7, 2)), HEARTBEAT]
+# The empty chunk: uvicorn writes nothing for it (a framed one would end the body).
+CHUNKS = [RETRY_FRAME, events.encode("message", "<p>one\ntwo</p>", id=Cursor(7, 2)), b"", HEARTBEAT]
 
 
 async def test_a_direct_write_puts_on_the_wire_exactly_what_uvicorns_send_would():
