@@ -39,6 +39,18 @@ def raise_fd_limit() -> int:
     return hard
 
 
+# How `chat serve` runs uvicorn, besides where it listens. The fan-out path depends on
+# the httptools protocol (chat.streams.DirectWrite); tests/test_stream_serving.py serves
+# the app with these same options and fails if it no longer takes that path.
+UVICORN_OPTIONS: dict[str, object] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "access_log": False,  # chat.logging writes one structured line per request
+    "proxy_headers": True,
+    "timeout_graceful_shutdown": 5,
+}
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -57,11 +69,7 @@ def serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,  # chat.logging writes one structured line per request
-        proxy_headers=True,
-        timeout_graceful_shutdown=5,
+        **UVICORN_OPTIONS,
     )
     return 0
 

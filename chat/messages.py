@@ -466,6 +466,10 @@ class RoomStream:
         """What the client has once sent the NEXT `frame`, and the bytes to send."""
         sent = self.sent
         if is_message:
+            if cursor.change == sent.change:
+                # The usual case: the client stands where the frame says, and every
+                # stream of the room shares the frame's own cursor rather than a copy.
+                return cursor, frame
             return Cursor(cursor.seq, max(sent.change, cursor.change)), frame
         now = Cursor(max(sent.seq, cursor.seq), cursor.change)
         if cursor.seq < now.seq:

@@ -15,7 +15,10 @@ the task the server already runs for the request, after the app has returned
   stepped by callbacks (`watch_disconnect`), and the disconnect cancels the stream
   wherever it waits;
 - the stream's task writes without waiting when it can (`send_now`), and only a client
-  whose connection is not taking more makes it wait, for at most `send_timeout`.
+  whose connection is not taking more makes it wait, for at most `send_timeout`;
+- under uvicorn's httptools protocol (`chat serve`), `send_now` writes a body chunk to
+  the connection's transport itself (`DirectWrite`): a published frame is written to a
+  thousand streams, and the ASGI `send` costs more than the write's system call.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
+from functools import lru_cache
 from typing import Any
 
 import anyio
 import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 
 from chat.activity import UserStream
 from chat.broker import cancel_tasks
@@ -43,6 +48,65 @@ OPEN_STREAM = "chat.open_stream"
 HEARTBEAT = ServerSentEvent(comment="ping", sep="\n").encode()
 # The heartbeat writes this many streams, then lets other work run.
 HEARTBEAT_BATCH = 200
+
+
+@lru_cache(maxsize=256)
+def http_chunk(body: bytes) -> bytes:
+    """`body` framed as one chunk of a chunked HTTP/1.1 body, exactly as uvicorn frames
+    it. Cached like chat.events' parsing: every stream of a room writes the same
+    frame object, framed once per publish rather than once per subscriber."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+class DirectWrite:
+    """Writes body chunks of a response to uvicorn's httptools connection without its
+    ASGI `send`: per chunk, `send` costs a message dict, a coroutine for it and for each
+    middleware wrapper above the stream (`StreamHandoverMiddleware`), the chunk framed
+    again, and a StopIteration, which on the fan-out path together cost more CPU than
+    the write's system call.
+
+    `write` does what uvicorn's `RequestResponseCycle.send` does for a body chunk with
+    more to come, in the one case it would write at once (a chunk to write, response
+    started, chunked, not complete, connection open, transport not paused), and
+    returns None in every other case, for the caller to go through `send`, which
+    handles each as before: so the bytes on the wire are the same either way. It
+    depends on that method and on the fields it reads (`chunked_encoding`,
+    `response_complete`, `disconnected`, `flow.write_paused`, `transport`);
+    tests/test_stream_serving.py fails if `chat serve` stops taking this path or its
+    bytes differ from `send`'s.
+
+    Bypassing the middleware is sound because no middleware changes body chunks (see
+    `StreamHandoverMiddleware`); only the start of the response passes through them.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: HttpToolsCycle) -> None:
+        self._connection = connection
+
+    @classmethod
+    def to(cls, receive: Receive) -> DirectWrite | None:
+        """The direct write for the connection whose `receive` this is (no middleware
+        above the stream wraps `receive`), or None under any other server."""
+        connection = getattr(receive, "__self__", None)
+        return cls(connection) if isinstance(connection, HttpToolsCycle) else None
+
+    def write(self, chunk: bytes) -> bool | None:
+        """True once written, False when the transport is paused (`send` would wait
+        before writing anything), None when `send` must handle it (an empty chunk
+        included: framed, it would end the body)."""
+        connection = self._connection
+        if (
+            not chunk
+            or not connection.chunked_encoding
+            or connection.response_complete
+            or connection.disconnected
+        ):
+            return None
+        if connection.flow.write_paused:
+            return False
+        connection.transport.write(http_chunk(chunk))
+        return True
 
 
 def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> Callable[[], None]:
@@ -104,6 +168,7 @@ class RoomStreamResponse(EventSourceResponse):
         self.stream = stream
         self.streams = streams
         self._send: Send | None = None
+        self._direct: DirectWrite | None = None
         self._send_start: Send | None = None
         self._scope: anyio.CancelScope | None = None
         # Read by the heartbeat: whether anything was written since it last looked,
@@ -123,6 +188,7 @@ class RoomStreamResponse(EventSourceResponse):
         """Stream, in the request's task, with `receive` and `send` from below every
         middleware but the request log (whose `send` only looks at the start)."""
         self._send = send
+        self._direct = DirectWrite.to(receive)
         if isinstance(self.stream, RoomStream):
             self.stream.write_now = self.send_now
         self.stream.close = self.end
@@ -170,7 +236,12 @@ class RoomStreamResponse(EventSourceResponse):
         stream's own), without waiting: True once written, False when nothing was
         written because the client's connection is not taking more (its transport
         paused writing)."""
-        return self._write_now({"type": "http.response.body", "body": chunk, "more_body": True})
+        written = None if self._direct is None else self._direct.write(chunk)
+        if written is None:
+            return self._write_now({"type": "http.response.body", "body": chunk, "more_body": True})
+        if written:
+            self.wrote = True
+        return written
 
     def _write_now(self, message: Message) -> bool:
         """The server's own ASGI `send` (below every middleware) is driven by hand

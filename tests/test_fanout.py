@@ -179,6 +179,7 @@ async def test_writing_now_never_waits_for_a_client_whose_connection_is_paused()
     server = FakeServer()
     response = RoomStreamResponse.__new__(RoomStreamResponse)
     response._send = server.send
+    response._direct = None  # not uvicorn's connection: every chunk goes through `send`
 
     assert response.send_now(b"one") is True
     server.paused = True

@@ -1,5 +1,7 @@
 """How event streams are served (chat/streams.py): one task per stream, one heartbeat and
-one shutdown watch for the whole process, the client's disconnect noticed without a task.
+one shutdown watch for the whole process, the client's disconnect noticed without a task,
+and body chunks written straight to uvicorn's connection under `chat serve` (the same
+bytes its ASGI `send` would write).
 
 What a client sees of its stream (order, replay, cut-offs, presence) is tested in
 tests/test_streams.py, tests/test_fanout.py, tests/test_slow_subscribers.py and
@@ -9,13 +11,29 @@ tests/test_presence.py, which all run through this.
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 
 import anyio
+import pytest
+import uvicorn
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 
-from chat.streams import HEARTBEAT, OpenStreams, RoomStreamResponse, watch_disconnect
-from tests.support import open_stream
-from tests.test_fanout import FakeServer
+from chat import events
+from chat.app import create_app
+from chat.cli import UVICORN_OPTIONS
+from chat.events import RETRY_FRAME, Cursor
+from chat.loadbench import ChunkedDecoder, Event, SSEParser
+from chat.streams import (
+    HEARTBEAT,
+    DirectWrite,
+    OpenStreams,
+    RoomStreamResponse,
+    watch_disconnect,
+)
+from tests.support import Person, client_for, free_port, open_stream
+from tests.test_fanout import FakeServer, RawStream
 from tests.test_streams import room_with
 
 
@@ -24,6 +42,7 @@ def open_response(streams: OpenStreams) -> tuple[RoomStreamResponse, FakeServer]
     server = FakeServer()
     response = RoomStreamResponse.__new__(RoomStreamResponse)
     response._send = server.send
+    response._direct = None  # not uvicorn's connection: every chunk goes through `send`
     response.stream = SimpleNamespace(user_id=1)
     response._scope = anyio.CancelScope()
     response.wrote = False
@@ -139,3 +158,197 @@ async def test_a_watch_stopped_while_its_disconnect_is_due_notices_nothing_and_r
     loop.set_exception_handler(None)
     assert noticed == []
     assert errors == []
+
+
+# --- writing straight to uvicorn's connection (DirectWrite) ---------------------------------
+
+
+class RecordingTransport:
+    """What uvicorn's connection writes to: the bytes, in order."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def httptools_connection() -> tuple[HttpToolsCycle, RecordingTransport]:
+    """uvicorn's own request cycle for a GET, as a stream sees it once its start is sent."""
+    transport = RecordingTransport()
+    connection = HttpToolsCycle(
+        scope={"type": "http", "method": "GET", "http_version": "1.1"},  # type: ignore[arg-type]
+        transport=transport,  # type: ignore[arg-type]
+        flow=FlowControl(transport),  # type: ignore[arg-type]
+        logger=logging.getLogger("uvicorn.error"),
+        access_logger=logging.getLogger("uvicorn.access"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+    return connection, transport
+
+
+def streaming_response(connection: HttpToolsCycle) -> RoomStreamResponse:
+    response = RoomStreamResponse.__new__(RoomStreamResponse)
+    response._send = connection.send
+    response._direct = DirectWrite.to(connection.receive)
+    response.wrote = False
+    return response
+
+
+# The empty chunk: uvicorn writes nothing for it (a framed one would end the body).
+CHUNKS = [RETRY_FRAME, events.encode("message", "<p>one\ntwo</p>", id=Cursor(7, 2)), b"", HEARTBEAT]
+
+
+async def test_a_direct_write_puts_on_the_wire_exactly_what_uvicorns_send_would():
+    through_send, sent = httptools_connection()
+    direct, written_directly = httptools_connection()
+    headers = RoomStreamResponse.raw_headers
+    for connection in (through_send, direct):
+        await connection.send({"type": "http.response.start", "status": 200, "headers": headers})
+    response = streaming_response(direct)
+    assert response._direct is not None
+
+    for chunk in CHUNKS:
+        await through_send.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        assert response.send_now(chunk) is True
+    assert written_directly.written == sent.written
+    assert response.wrote
+    decoded = ChunkedDecoder().feed(bytes(sent.written).partition(b"\r\n\r\n")[2])
+    assert decoded == b"".join(CHUNKS)
+    [event] = SSEParser().feed(decoded)
+    assert event == Event("message", "<p>one\ntwo</p>", "7.2")
+
+
+async def test_a_paused_connection_is_written_nothing_and_the_chunk_is_refused():
+    connection, transport = httptools_connection()
+    await connection.send({"type": "http.response.start", "status": 200, "headers": []})
+    response = streaming_response(connection)
+    before = bytes(transport.written)
+    connection.flow.pause_writing()
+
+    assert response.send_now(HEARTBEAT) is False
+    assert transport.written == before
+    assert not response.wrote
+
+
+@pytest.mark.parametrize("state", ["not started", "disconnected", "complete"])
+async def test_any_other_state_of_the_connection_is_left_to_uvicorns_send(state: str):
+    connection, transport = httptools_connection()
+    response = streaming_response(connection)
+    if state != "not started":
+        await connection.send({"type": "http.response.start", "status": 200, "headers": []})
+    if state == "disconnected":
+        connection.disconnected = True
+    if state == "complete":
+        await connection.send({"type": "http.response.body", "body": b"", "more_body": False})
+    before = bytes(transport.written)
+
+    assert response._direct.write(HEARTBEAT) is None  # type: ignore[union-attr]
+    if state == "disconnected":
+        assert response.send_now(HEARTBEAT) is True  # as uvicorn's send: nothing to do
+    else:
+        with pytest.raises(RuntimeError):  # as uvicorn's send: a protocol error
+            response.send_now(HEARTBEAT)
+    assert transport.written == before
+
+
+def test_under_any_other_server_every_chunk_goes_through_its_send():
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    assert DirectWrite.to(receive) is None
+
+
+class ServedInProcess:
+    """The app served by uvicorn with `chat serve`'s own options, in this process, so a
+    test can look at its open streams."""
+
+    def __init__(self, settings) -> None:
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, **UVICORN_OPTIONS)
+        )
+
+    async def __aenter__(self) -> ServedInProcess:
+        self.serving = asyncio.create_task(self.server.serve())
+        while not self.server.started:  # noqa: ASYNC110 (uvicorn sets a flag, no event)
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        await self.serving
+
+
+class RawBody:
+    """A stream's response body exactly as it came off the socket, chunk framing and
+    all, read from its start."""
+
+    def __init__(self, stream: RawStream) -> None:
+        self.stream = stream
+        self.raw = b""
+
+    async def read_until(self, marker: bytes) -> None:
+        while marker not in self.raw or not self.raw.endswith(b"\r\n"):
+            self.raw += await asyncio.wait_for(self.stream.reader.read(65536), 10)
+
+    def chunks(self) -> list[bytes]:
+        """Each chunk as written (size line, data, CRLF), checking the framing."""
+        chunks, rest = [], self.raw
+        while rest:
+            size = rest[: rest.index(b"\r\n")]
+            end = len(size) + 2 + int(size, 16) + 2
+            assert rest[end - 2 : end] == b"\r\n"
+            chunks.append(rest[:end])
+            rest = rest[end:]
+        return chunks
+
+
+async def test_chat_serve_writes_live_frames_straight_to_the_connection_and_the_bytes_match(
+    settings, engine
+):
+    async with ServedInProcess(settings) as served:
+        base_url = f"http://127.0.0.1:{served.port}"
+        async with client_for(base_url) as alice_client, client_for(base_url) as bob_client:
+            alice = await Person(alice_client, "alice").signup()
+            bob = await Person(bob_client, "bob").signup()
+            room_id = await alice.create_room()
+            await bob.join(room_id)
+            bodies = [
+                RawBody(await RawStream.open(served.port, person, room_id))
+                for person in (alice, bob)
+            ]
+            for body in bodies:
+                await body.read_until(b"retry: ")
+            responses = list(served.app.state.streams._open)
+            assert len(responses) == 2
+            # The point of this test: if a uvicorn upgrade or a middleware wrapping
+            # `receive` turned this off, every delivery would silently cost twice as much.
+            assert all(isinstance(response._direct, DirectWrite) for response in responses)
+            # Bob's now goes through the ASGI send, for the bytes to compare.
+            next(r for r in responses if r.stream.user_id != 1)._direct = None
+
+            await alice.say(room_id, "first line\n\nsecond *line*")
+            for body in bodies:
+                await body.read_until(b"second")
+                body.stream.writer.close()
+
+    direct, through_send = (
+        next(chunk for chunk in body.chunks() if b"second" in chunk) for body in bodies
+    )
+    assert direct == through_send
+    [event] = SSEParser().feed(ChunkedDecoder().feed(direct))
+    assert event.event == "message" and event.id == "1"
+    assert "<p>first line</p>\n<p>second <em>line</em></p>" in event.data
