@@ -163,13 +163,14 @@ class KeptItems:
 
 
 class _LinksOnly:
-    """What a kept item may use of the request: its links."""
+    """What a kept item may use of the request: what its links are made of (the
+    template's `url_for`)."""
 
-    __slots__ = ("base_url", "url_for")
+    __slots__ = ("app", "base_url")
 
     def __init__(self, request: Request) -> None:
+        self.app = request.app
         self.base_url = request.base_url
-        self.url_for = request.url_for
 
 
 def _joined(csrf: Markup, pieces: tuple[str, ...]) -> Markup:

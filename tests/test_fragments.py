@@ -88,7 +88,7 @@ def test_a_kept_item_that_asks_for_the_reader_fails_instead_of_being_shared():
     )
     KeptItems(templates)
     reader = SimpleNamespace(
-        base_url="http://chat/", url_for=None, state=SimpleNamespace(csrf_token="secret")
+        app=None, base_url="http://chat/", state=SimpleNamespace(csrf_token="secret")
     )
     with pytest.raises(UndefinedError):
         templates.globals["kept_items"]("leaky.html", reader, [{"member": 1}])
