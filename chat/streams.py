@@ -348,5 +348,8 @@ class StreamHandoverMiddleware:
         await self.app(scope, receive, send)
         response = scope.pop(OPEN_STREAM, None)
         if response is not None:
+            # What the app read and nothing below uses again: the request's rows, and
+            # its headers (a browser sends a dozen, a few hundred bytes each).
             scope.pop("state", None)
+            scope.pop("headers", None)
             await response.serve(receive, send)
