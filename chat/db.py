@@ -62,7 +62,17 @@ def create_engine(database_url: str, *, checkpoints_apart: bool = False) -> Asyn
         if checkpoints_apart:
             event.listen(engine.sync_engine, "connect", _no_checkpoints_in_commits)
         return engine
-    return create_async_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # The pool's connections rest in autocommit: the ping each checkout makes (a restarted
+    # server's dead connections are replaced, not handed to a request) is then one round
+    # trip, where asyncpg wraps it in BEGIN and ROLLBACK otherwise. Sessions are
+    # transactions all the same (create_sessionmaker).
+    return create_async_engine(
+        database_url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        isolation_level="AUTOCOMMIT",
+    )
 
 
 def is_disconnect(exc: BaseException) -> bool:
@@ -74,7 +84,21 @@ def is_disconnect(exc: BaseException) -> bool:
     )
 
 
+# The sessions' engine (READ COMMITTED) → the same pool in autocommit (see in_one_trip).
+_AUTOCOMMIT_ENGINES: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions, each a transaction (READ COMMITTED on PostgreSQL, whose connections
+    otherwise rest in autocommit: see create_engine)."""
+    if engine.dialect.name != "sqlite":
+        transactions = engine.execution_options(isolation_level="READ COMMITTED")
+        # in_one_trip's autocommit work takes the engine itself: an option set on top of
+        # the sessions' would run after theirs and lose (SQLAlchemy applies both).
+        _AUTOCOMMIT_ENGINES[transactions] = engine
+        engine = transactions
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
@@ -119,11 +143,6 @@ async def in_one_trip(
 
         # aiosqlite's queue to its thread; SQLAlchemy's own aiosqlite dialect uses it too.
         return await aiosqlite_connection._execute(on_sqlite_thread)
-
-
-_AUTOCOMMIT_ENGINES: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _autocommit(engine: AsyncEngine) -> AsyncEngine:
