@@ -25,6 +25,7 @@ from typing import Any
 from jinja2 import Environment, pass_context
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from chat.db import in_one_trip
@@ -64,6 +65,11 @@ class KeptHtml:
             self._kept.move_to_end(key)
         return pieces
 
+    def holds(self, key: Hashable) -> bool:
+        """Whether `key` is kept, without counting as a use: safe to ask from another
+        thread (the database's), since it changes nothing."""
+        return key in self._kept
+
     def keep(self, key: Hashable, html: str) -> tuple[str, ...]:
         pieces = self._kept[key] = tuple(html.split(self.marker))
         if len(self._kept) > self._capacity:
@@ -81,16 +87,26 @@ class MessageFragments:
         """The content of `message` as it stands, with the reader's CSRF field."""
         return _joined(csrf, self._pieces(message))
 
+    def read_unkept(self, db: Session, heads: list[MessageHead]) -> list[MessageContent]:
+        """Within a page's own trip to the database: the messages of `heads` whose
+        version is not kept, read for `contents`, which saves a page not kept a trip."""
+        missing = [head.id for head in heads if not self.kept.holds(head.version)]
+        return Message.contents(db, missing) if missing else []
+
     async def contents(
-        self, db: async_sessionmaker[AsyncSession], heads: Iterable[MessageHead], csrf: Markup
+        self,
+        db: async_sessionmaker[AsyncSession],
+        heads: Iterable[MessageHead],
+        csrf: Markup,
+        read: Iterable[MessageContent] = (),
     ) -> dict[int, Markup]:
-        """The content of each message of a page by id, loading (in one trip) only the
-        messages whose version is not kept."""
+        """The content of each message of a page by id: rendered from `read` (what
+        `read_unkept` read in the page's trip), else kept, else loaded in one trip (a
+        version dropped from the kept ones since that trip)."""
         heads = list(heads)
-        pieces: dict[int, tuple[str, ...]] = {}
+        pieces = {message.id: self._pieces(message) for message in read}
         for head in heads:
-            kept = self.kept.get(head.version)
-            if kept is not None:
+            if head.id not in pieces and (kept := self.kept.get(head.version)) is not None:
                 pieces[head.id] = kept
         missing = [head.id for head in heads if head.id not in pieces]
         if missing:

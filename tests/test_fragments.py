@@ -9,7 +9,7 @@ import pytest
 from jinja2 import DictLoader, Environment, UndefinedError
 
 from chat.db import in_one_trip
-from chat.fragments import KeptItems
+from chat.fragments import KeptItems, csrf_field
 from chat.models import Message, User
 from tests.support import PASSWORD, Person
 from tests.test_attachments import png, send
@@ -92,3 +92,20 @@ def test_a_kept_item_that_asks_for_the_reader_fails_instead_of_being_shared():
     )
     with pytest.raises(UndefinedError):
         templates.globals["kept_items"]("leaky.html", reader, [{"member": 1}])
+
+
+async def test_a_message_whose_html_is_dropped_after_the_pages_trip_is_read_again(app, people):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    await alice.say(room_id, "kept, then dropped")
+    fragments = app.state.fragments
+
+    def read_page(db):
+        heads = Message.heads(db, room_id)
+        return heads, fragments.read_unkept(db, heads)
+
+    heads, unkept = await in_one_trip(app.state.db, read_page)
+    assert unkept == []  # rendered when it was posted, so kept
+    fragments.kept._kept.clear()  # as if dropped for newer ones meanwhile
+    contents = await fragments.contents(app.state.db, heads, csrf_field(None), unkept)
+    assert "kept, then dropped" in contents[heads[0].id]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable
 
+from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,7 +16,7 @@ from chat.auth import login_required
 from chat.db import in_one_trip
 from chat.fragments import csrf_field
 from chat.messages import InvalidMessage
-from chat.models import Message, MessageGone, NotYours, Room
+from chat.models import Message, MessageContent, MessageGone, MessageHead, NotYours, Room
 from chat.routes.forms import message_form, read_form, typed_body
 from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, room_page
 
@@ -120,14 +121,15 @@ async def history(request: Request) -> Response:
     if (before is None) == (after is None):
         raise HTTPException(400, "Give exactly one of before and after.")
     state = request.app.state
-    messages = await in_one_trip(
-        state.db,
-        lambda db: Message.heads(
+
+    def read_page(db: Session) -> tuple[list[MessageHead], list[MessageContent]]:
+        messages = Message.heads(
             db, room.id, before=before, after=after, limit=state.settings.page_size
-        ),
-        statements_apart=True,
-    )
-    contents = await state.fragments.contents(state.db, messages, csrf_field(request))
+        )
+        return messages, state.fragments.read_unkept(db, messages)
+
+    messages, unkept = await in_one_trip(state.db, read_page, statements_apart=True)
+    contents = await state.fragments.contents(state.db, messages, csrf_field(request), unkept)
     return request.app.state.templates.TemplateResponse(
         request,
         "messages/_page.html",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Hashable
+from typing import NamedTuple
 
 import structlog
 from sqlalchemy.orm import Session
@@ -17,7 +18,17 @@ from chat.db import in_one_trip
 from chat.events import Cursor
 from chat.fragments import csrf_field
 from chat.messages import leave_room_signal, room_state_signal
-from chat.models import MAX_ID, Listed, Member, Membership, Message, MessageHead, Room, User
+from chat.models import (
+    MAX_ID,
+    Listed,
+    Member,
+    Membership,
+    Message,
+    MessageContent,
+    MessageHead,
+    Room,
+    User,
+)
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.rooms")
@@ -124,6 +135,17 @@ async def create(request: Request) -> Response:
     return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
 
 
+class PageRows(NamedTuple):
+    """What a room page reads from the database, in one trip."""
+
+    messages: list[MessageHead]
+    unkept: list[MessageContent]  # those of `messages` whose HTML is not kept
+    shows_newest: bool
+    members: list[Member]
+    read_moved: bool
+    navigation: dict[str, object]
+
+
 async def room_page(
     request: Request,
     room: Room,
@@ -146,9 +168,7 @@ async def room_page(
     # Where the "new messages" divider goes: read before the marker moves.
     first_unread = membership.last_read_seq + 1 if membership is not None else None
 
-    def read_page(
-        db: Session,
-    ) -> tuple[list[MessageHead], bool, list[Member], bool, dict[str, object]]:
+    def read_page(db: Session) -> PageRows:
         if at is not None:
             messages = Message.heads_around(db, room.id, at, page_size)
         else:
@@ -157,15 +177,21 @@ async def room_page(
         read_moved = (
             membership is not None and shows_newest and membership.mark_read(db, room.last_seq)
         )
-        # After mark_read, so this room's own unread count is already zero.
-        navigation = navigation_lists(db, request.state.user, room)
-        return messages, shows_newest, room.members(db), read_moved, navigation
+        return PageRows(
+            messages,
+            state.fragments.read_unkept(db, messages),
+            shows_newest,
+            room.members(db),
+            read_moved,
+            # After mark_read, so this room's own unread count is already zero.
+            navigation_lists(db, request.state.user, room),
+        )
 
-    # One trip to the database for all of it (two for a page whose HTML is not kept).
-    messages, shows_newest, members, read_moved, navigation = await in_one_trip(
+    # One trip to the database for all of it.
+    messages, unkept, shows_newest, members, read_moved, navigation = await in_one_trip(
         state.db, read_page, statements_apart=True
     )
-    contents = await state.fragments.contents(state.db, messages, csrf_field(request))
+    contents = await state.fragments.contents(state.db, messages, csrf_field(request), unkept)
     # Replying without JavaScript: the Reply link opens the page with ?reply=SEQ.
     reply_to = None
     if reply is not None:
