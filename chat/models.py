@@ -31,6 +31,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -693,8 +694,12 @@ class Message(Base):
     def heads_around(cls, db: Session, room_id: int, seq: int, limit: int) -> list[MessageHead]:
         """About `limit` messages centred on `seq` (which is included when it exists),
         oldest first: what a permalink opens."""
-        older = cls.heads(db, room_id, before=seq + 1, limit=limit // 2 + 1)
-        newer = cls.heads(db, room_id, after=seq, limit=limit - len(older))
+        values = {"room": room_id, "at": seq, "older": limit // 2 + 1, "limit": limit}
+        rows = db.connection().execute(_HEADS_AROUND, values)
+        heads = sorted(map(MessageHead._make, rows), key=lambda head: head.seq)
+        older = [head for head in heads if head.seq <= seq]
+        # Near the room's start there are fewer older ones: more newer ones fill the page.
+        newer = [head for head in heads if head.seq > seq][: limit - len(older)]
         return older + newer
 
     @classmethod
@@ -702,17 +707,22 @@ class Message(Base):
         """The messages, as their content renders (messages/_content.html), read as
         plain rows: a page not rendered yet shows fifty, and making each a Message with
         its author, its quoted original and their collections cost four times the SQL.
-        Three statements whatever the page: messages with their quotes, then the
-        reactions and the files of those that have any."""
-        rows = db.execute(_CONTENTS, {"ids": list(ids)}).all()
+        One statement for the messages with their quotes, and one each for the files
+        and the reactions of those that have any."""
+        connection = db.connection()
+        rows = connection.execute(_CONTENTS, {"ids": list(ids)}).all()
         # A quote of a message of files alone names the files (Message.excerpt).
-        untitled = [row.original_id for row in rows if row.original_body == ""]
+        with_files = [row.id for row in rows if row.has_files]
+        with_files += [row.original_id for row in rows if row.original_body == ""]
         files: dict[int, list[Attachment]] = {}
-        for attachment in db.scalars(_ATTACHMENTS, {"ids": [*ids, *untitled]}):
-            files.setdefault(attachment.message_id, []).append(attachment)
+        if with_files:
+            for attachment in db.scalars(_ATTACHMENTS, {"ids": with_files}):
+                files.setdefault(attachment.message_id, []).append(attachment)
+        with_reactions = [row.id for row in rows if row.has_reactions]
         reactions: dict[int, list[tuple[str, str]]] = {}
-        for message_id, emoji, name in db.execute(_REACTIONS, {"ids": list(ids)}):
-            reactions.setdefault(message_id, []).append((emoji, name))
+        if with_reactions:
+            for message_id, emoji, name in connection.execute(_REACTIONS, {"ids": with_reactions}):
+                reactions.setdefault(message_id, []).append((emoji, name))
         return [
             MessageContent(
                 id=row.id,
@@ -1054,6 +1064,21 @@ _MESSAGE_HEADS = (
     )
 )
 _HEAD_PAGES = KeysetPages(_MESSAGE_HEADS)
+# A permalink's page: up to `older` messages up to `at` and up to `limit` after it.
+_HEADS_AROUND = union_all(
+    select(
+        _MESSAGE_HEADS.where(Message.room_id == _ROOM, Message.seq <= bindparam("at"))
+        .order_by(Message.seq.desc())
+        .limit(bindparam("older"))
+        .subquery()
+    ),
+    select(
+        _MESSAGE_HEADS.where(Message.room_id == _ROOM, Message.seq > bindparam("at"))
+        .order_by(Message.seq)
+        .limit(bindparam("limit"))
+        .subquery()
+    ),
+)
 _MESSAGE_PAGES = KeysetPages(select(Message))
 _OTHER_MEMBER = aliased(Membership)
 # A direct conversation is titled by the other person's name.
@@ -1111,6 +1136,8 @@ _CONTENTS = (
         func.coalesce(_ORIGINAL_AUTHOR.username, "").label("original_author_name"),
         _ORIGINAL.body.label("original_body"),
         _ORIGINAL.changed.label("original_changed"),
+        exists().where(Attachment.message_id == Message.id).label("has_files"),
+        exists().where(Reaction.message_id == Message.id).label("has_reactions"),
     )
     .outerjoin(User, User.id == Message.author_id)
     .outerjoin(
