@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import socket
@@ -27,6 +28,8 @@ import structlog
 log = structlog.get_logger("chat.broker")
 
 
+# One string per room, shared by its streams (each holds its room's channel).
+@functools.lru_cache(maxsize=4096)
 def room_channel(room_id: int) -> str:
     return f"room:{room_id}"
 

@@ -378,19 +378,39 @@ class RoomStream:
     `frames()`, which decides with the same `order`.
     """
 
+    # One per open stream, held for hours: slots rather than a dict, and the signals that
+    # end it made when one arrives rather than kept (`_ends`).
+    __slots__ = (
+        "_channel",
+        "close",
+        "path",
+        "room_id",
+        "sent",
+        "session_id",
+        "user_id",
+        "write_now",
+    )
+
     def __init__(
         self, path: MessagePath, room_id: int, user_id: int, session_id: str, after: Cursor
     ) -> None:
         self.path = path
         self.room_id = room_id
         self.user_id = user_id
+        self.session_id = session_id
         # What the client has: every message up to .seq, with every change up to .change.
         self.sent = after
-        # A tuple, not a set: there is one per open stream, and a set of two costs 4x.
-        self.ends_stream = (leave_room_signal(room_id), end_session_signal(session_id))
         self.write_now: Callable[[bytes], bool] | None = None
         self.close: Callable[[], None] = lambda: None
         self._channel = room_channel(room_id)
+
+    def _ends(self, payload: bytes) -> bool:
+        """Whether a signal on the user's own channel ends this stream: they left the
+        room, or this session ended."""
+        return payload in (
+            leave_room_signal(self.room_id),
+            end_session_signal(self.session_id),
+        )
 
     def _cut_off(self) -> None:
         log.info("stream.cut_off", room_id=self.room_id, user_id=self.user_id)
@@ -414,7 +434,7 @@ class RoomStream:
                 except SubscriptionOverflow:
                     return
                 if channel == own:
-                    if payload in self.ends_stream:
+                    if self._ends(payload):
                         return
                     continue
                 cursor = events.cursor_of(payload)
@@ -429,7 +449,7 @@ class RoomStream:
         with nothing queued. True when the payload needs nothing more (written, or
         not for the client); False to queue it for `frames()`."""
         if channel != self._channel:
-            return payload not in self.ends_stream
+            return not self._ends(payload)
         cursor = events.cursor_of(payload)
         if cursor is None:
             return self.write_now(payload)  # type: ignore[misc]
