@@ -47,15 +47,13 @@ def csrf_field(request: Request | None) -> Markup:
     )
 
 
-class KeptHtml:
-    """Rendered HTML by key, the least recently used going first once `capacity` are
-    kept. Each is kept as plain strings split at the CSRF marker (`csrf_field`, given
-    to the template in place of the reader's field), and joined again with each
-    reader's field when served. Plain tuples of plain strings: the garbage collector
-    stops tracking those, so thousands kept add nothing to its full collections."""
+class KeptPieces:
+    """Rendered HTML by key, kept as the plain strings around the places where each
+    reader's own part goes, the least recently used going first once `capacity` are
+    kept. Plain tuples of plain strings: the garbage collector stops tracking those, so
+    thousands kept add nothing to its full collections."""
 
     def __init__(self, capacity: int) -> None:
-        self.marker = Markup.escape(secrets.token_hex(16))
         self._kept: OrderedDict[Hashable, tuple[str, ...]] = OrderedDict()
         self._capacity = capacity
 
@@ -70,11 +68,23 @@ class KeptHtml:
         thread (the database's), since it changes nothing."""
         return key in self._kept
 
-    def keep(self, key: Hashable, html: str) -> tuple[str, ...]:
-        pieces = self._kept[key] = tuple(html.split(self.marker))
+    def keep(self, key: Hashable, pieces: tuple[str, ...]) -> tuple[str, ...]:
+        self._kept[key] = pieces
         if len(self._kept) > self._capacity:
             self._kept.popitem(last=False)
         return pieces
+
+
+class KeptHtml(KeptPieces):
+    """KeptPieces split at a random CSRF marker (`csrf_field`, given to the template in
+    place of the reader's field), joined again with each reader's field when served."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.marker = Markup.escape(secrets.token_hex(16))
+
+    def keep_html(self, key: Hashable, html: str) -> tuple[str, ...]:
+        return self.keep(key, tuple(html.split(self.marker)))
 
 
 class MessageFragments:
@@ -121,7 +131,7 @@ class MessageFragments:
         pieces = self.kept.get(version)
         if pieces is None:
             html = self._template.render(message=message, csrf_field=self.kept.marker)
-            pieces = self.kept.keep(version, html)
+            pieces = self.kept.keep_html(version, html)
         return pieces
 
     @pass_context
@@ -169,7 +179,7 @@ class KeptItems:
                 rendered = self._templates.get_template(name).render(
                     request=_LinksOnly(request), csrf_field=self.kept.marker, **values
                 )
-                pieces = self.kept.keep(key, rendered)
+                pieces = self.kept.keep_html(key, rendered)
             if len(pieces) == 1:  # most items have no form
                 html.append(pieces[0])
             else:
@@ -190,5 +200,5 @@ class _LinksOnly:
 
 
 def _joined(csrf: Markup, pieces: tuple[str, ...]) -> Markup:
-    # The pieces are autoescaped template output, kept as plain strings (see _kept).
+    # The pieces are autoescaped template output, kept as plain strings (KeptPieces).
     return Markup(str(csrf).join(pieces))  # noqa: S704

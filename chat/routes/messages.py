@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Awaitable
 
 from sqlalchemy.orm import Session
@@ -14,7 +13,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from chat.attachments import InvalidAttachment
 from chat.auth import login_required
 from chat.db import in_one_trip
-from chat.fragments import csrf_field
+from chat.fragments import KeptPieces, csrf_field
 from chat.messages import InvalidMessage
 from chat.models import Message, MessageContent, MessageGone, MessageHead, NotYours, Room
 from chat.routes.forms import message_form, read_form, typed_body
@@ -63,8 +62,7 @@ class FreshComposers:
     between the people posting there: rendering it was a tenth of a post."""
 
     def __init__(self, kept: int = 1024) -> None:
-        self._kept: OrderedDict[tuple[str, int, str], tuple[str, ...]] = OrderedDict()
-        self._capacity = kept
+        self._kept = KeptPieces(kept)
 
     def response(self, request: Request, room: Room) -> Response:
         token = request.state.csrf_token
@@ -74,14 +72,10 @@ class FreshComposers:
         if pieces is None:
             template = request.app.state.templates.get_template("messages/_composer.html")
             html = template.render(request=request, room=room, error="", body="")
-            pieces = tuple(html.split(token))
-            if len(pieces) != 2:  # the token is not only in its field: never reuse
+            split = tuple(html.split(token))
+            if len(split) != 2:  # the token is not only in its field: never reuse
                 return HTMLResponse(html)
-            self._kept[key] = pieces
-            if len(self._kept) > self._capacity:
-                self._kept.popitem(last=False)
-        else:
-            self._kept.move_to_end(key)
+            pieces = self._kept.keep(key, split)
         return HTMLResponse(token.join(pieces))
 
 
