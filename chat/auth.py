@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chat.db import in_one_trip
+from chat.db import driver_trip
 from chat.models import MAX_ID, AuthSession, User
 from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
 
@@ -121,9 +121,9 @@ async def load_session(request: Request) -> AuthSession | None:
             if room_id is not None and room_id <= MAX_ID:
                 room_asked = room_id
 
-            found = await in_one_trip(
+            found = await driver_trip(
                 request.app.state.db,
-                lambda db: AuthSession.find(db, _token_hash(token), room_asked),
+                lambda trip: AuthSession.find(trip, _token_hash(token), room_asked),
                 statements_apart=True,
             )
             if found is not None:

@@ -34,7 +34,7 @@ from chat.broker import (
     room_channel,
     user_channel,
 )
-from chat.db import in_one_trip, is_disconnect
+from chat.db import driver_trip, is_disconnect
 from chat.events import Cursor
 from chat.models import Attachment, Membership, Message, Room, User
 from chat.storage import MediaStorage
@@ -172,10 +172,10 @@ class MessagePath:
         attachments = await self._store(uploads)
         keys = [attachment.key for attachment in attachments]
         try:
-            posted = await in_one_trip(
+            posted = await driver_trip(
                 self.db,
-                lambda db: Message.post(
-                    db, room_id, author, body, html, mentioned, reply_to, attachments
+                lambda trip: Message.post(
+                    trip, room_id, author, body, html, mentioned, reply_to, attachments
                 ),
             )
         except DBAPIError as exc:

@@ -47,9 +47,11 @@ from sqlalchemy.orm import (
     remote,
 )
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.session import make_transient_to_detached
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeDecorator
 
+from chat.db import Detached, DriverTrip, Prepared
 from chat.events import Cursor
 
 # Ids beyond a signed 64-bit integer cannot exist; asking the database would be an error.
@@ -167,16 +169,17 @@ class AuthSession(Base):
 
     @classmethod
     def find(
-        cls, db: Session, token_hash: str, room_id: int | None = None
+        cls, trip: DriverTrip, token_hash: str, room_id: int | None = None
     ) -> tuple[AuthSession, tuple[Room, Membership | None] | None] | None:
         """The session (with its user) whose token hashes to `token_hash` and, when
         `room_id` is given, that room as its user may see it (Room.visible_to), in one
         statement: every signed-in request asks it first. Synchronous, for one trip
-        (chat.db.in_one_trip)."""
-        row = db.execute(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id}).first()
+        (chat.db.driver_trip)."""
+        row = trip.first(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id})
         if row is None:
             return None
-        auth_session, room, membership = row
+        auth_session, user, room, membership = _SESSION_AND_ROOM_ROWS.split(row)
+        set_committed_value(auth_session, "user", user)
         return auth_session, None if room is None else (room, membership)
 
 
@@ -511,7 +514,7 @@ class Message(Base):
     @classmethod
     def post(
         cls,
-        db: Session,
+        trip: DriverTrip,
         room_id: int,
         author: User,
         body: str,
@@ -523,20 +526,16 @@ class Message(Base):
         """Insert a message (with its @mentions and attachments) with the room's next
         seq; None if `author` is not a member. `reply_to` is a message of the same
         room. Also returns the room's cursor right after it. Synchronous: the whole
-        post is one trip to the database (chat.db.in_one_trip).
+        post is one trip to the database (chat.db.driver_trip).
 
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
         lock (SQLite) at once, so concurrent posts queue for it and commit in seq
         order; a message with seq n is committed before seq n+1 is handed out.
         """
-        # Core statements, built once (module end), on the session's connection: the
-        # ORM's bulk UPDATE looked for loaded rows to synchronize and its unit of work
-        # planned a flush, on every post, for rows no session holds.
-        connection = db.connection()
-        row = connection.execute(_BUMP_SEQ, {"room": room_id, "author": author.id}).first()
+        row = trip.first(_BUMP_SEQ, {"room": room_id, "author": author.id})
         if row is None:
-            db.rollback()
+            trip.rollback()
             return None
         cursor = Cursor(*row)
         values = {
@@ -549,21 +548,20 @@ class Message(Base):
             "reply_to_seq": reply_to.seq if reply_to is not None else None,
             "changed": 0,
         }
-        message_id = connection.execute(_INSERT_MESSAGE, values).scalar_one()
-        if mentioned:
-            connection.execute(
-                insert(Mention), [{"message_id": message_id, "user_id": u.id} for u in mentioned]
+        (message_id,) = trip.first(_INSERT_MESSAGE, values)  # type: ignore[misc]
+        for user in mentioned:
+            trip.run(_INSERT_MENTION, {"message_id": message_id, "user_id": user.id})
+        for attachment in attachments:
+            attachment.message_id = message_id
+            attachment.created_at = values["created_at"]
+            (attachment.id,) = trip.first(  # type: ignore[misc]
+                _INSERT_ATTACHMENT,
+                {column.key: getattr(attachment, column.key) for column in _ATTACHMENT_VALUES},
             )
-        if attachments:
-            for attachment in attachments:
-                attachment.message_id = message_id
-            db.add_all(attachments)
-            db.flush()
+            make_transient_to_detached(attachment)
         # Your own message is never unread for you.
-        connection.execute(
-            _MARK_OWN_READ, {"room": room_id, "author": author.id, "seq": cursor.seq}
-        )
-        db.commit()
+        trip.run(_MARK_OWN_READ, {"room": room_id, "author": author.id, "seq": cursor.seq})
+        trip.commit()
         # What its frame is rendered from; stored above, so never added to a session.
         # Relationships set as loaded, not assigned: assigning fires the ORM's
         # attribute events and history for each, half of building the object.
@@ -1011,9 +1009,11 @@ _VIEWER = bindparam("viewer")
 _AUTHOR = bindparam("author")
 # The session and the room it asks about: the room is missing, exactly as in
 # _VISIBLE_ROOM, when it does not exist or is private and the user is not a member.
-_SESSION_AND_ROOM = (
-    select(AuthSession, Room, Membership)
+_SESSION_AND_ROOM_ROWS = Detached(AuthSession, User, Room, Membership)
+_SESSION_AND_ROOM = Prepared(
+    _SESSION_AND_ROOM_ROWS.select()
     .select_from(AuthSession)
+    .join(User, User.id == AuthSession.user_id)
     .outerjoin(
         Membership, and_(Membership.room_id == _ROOM, Membership.user_id == AuthSession.user_id)
     )
@@ -1025,7 +1025,7 @@ _VISIBLE_ROOM = (
     .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == _VIEWER))
     .where(Room.id == _ROOM, or_(~Room.is_private, Membership.user_id.is_not(None)))
 )
-_BUMP_SEQ = (
+_BUMP_SEQ = Prepared(
     update(Room)
     .where(
         Room.id == _ROOM,
@@ -1034,8 +1034,31 @@ _BUMP_SEQ = (
     .values(last_seq=Room.last_seq + 1)
     .returning(Room.last_seq, Room.last_change)
 )
-_INSERT_MESSAGE = insert(Message).returning(Message.id)
-_MARK_OWN_READ = (
+_MESSAGE_VALUES = (
+    "room_id",
+    "seq",
+    "author_id",
+    "body",
+    "html",
+    "created_at",
+    "reply_to_seq",
+    "changed",
+)
+_INSERT_MESSAGE = Prepared(
+    insert(Message)
+    .values({name: bindparam(name) for name in _MESSAGE_VALUES})
+    .returning(Message.id)
+)
+_INSERT_MENTION = Prepared(
+    insert(Mention).values(message_id=bindparam("message_id"), user_id=bindparam("user_id"))
+)
+_ATTACHMENT_VALUES = tuple(c for c in Attachment.__table__.c if not c.primary_key)
+_INSERT_ATTACHMENT = Prepared(
+    insert(Attachment)
+    .values({column.key: bindparam(column.key) for column in _ATTACHMENT_VALUES})
+    .returning(Attachment.id)
+)
+_MARK_OWN_READ = Prepared(
     update(Membership)
     .where(Membership.room_id == _ROOM, Membership.user_id == _AUTHOR)
     .values(last_read_seq=bindparam("seq"))
