@@ -453,7 +453,15 @@ class RoomStream:
         cursor = events.cursor_of(payload)
         if cursor is None:
             return self.write_now(payload)  # type: ignore[misc]
+        sent = self.sent
         is_message = events.is_message(payload)
+        if is_message and cursor.seq == sent.seq + 1 and cursor.change == sent.change:
+            # The usual case, once per subscriber of a busy room: what `order` and
+            # `_after` decide for it (NEXT; the client then has the frame's cursor).
+            if not self.write_now(payload):  # type: ignore[misc]
+                return False
+            self.sent = cursor
+            return True
         order = self.order(cursor, is_message)
         if order is Order.SENT:
             return True
