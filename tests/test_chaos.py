@@ -3,7 +3,7 @@
 Three single-worker servers on their own ports (so one can be SIGKILLed precisely)
 share this run's PostgreSQL database and a private Redis server (so it can be
 restarted without disturbing anyone else). Twenty SSE clients spread over them
-read one room while messages are posted through random servers until 2,000 are
+read one room while messages are posted through random servers until 1,000 are
 stored, and faults are injected one after another:
 
 1. clients disconnect at random moments and resume with Last-Event-ID or ?after=;
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.chaos
 SERVERS = 3
 CLIENTS = 20
 USERS = 6
-MESSAGES = 2000
+MESSAGES = 1000
 POSTERS = 8
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
@@ -168,7 +168,7 @@ async def test_every_client_gets_every_message_exactly_once_in_order_through_fau
     tabs = [Tab(people[n % USERS].client.cookies, n % SERVERS) for n in range(CLIENTS)]
     readers = [asyncio.create_task(tab.read(cluster, room_id, figures)) for tab in tabs]
 
-    # Posting through random servers, by several posters at once, until 2,000 are in.
+    # Posting through random servers, by several posters at once, until MESSAGES are in.
     attempts = 0
 
     async def poster(person: Person, number: int) -> None:
