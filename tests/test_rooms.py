@@ -117,3 +117,13 @@ async def test_unread_counts_on_the_room_list(people):
     await bob.get(f"/rooms/{room_id}")
     assert "unread" not in (await bob.get("/")).text
     assert "unread" not in (await alice.get("/")).text
+
+
+async def test_the_rooms_address_typed_by_hand_leads_to_the_rooms_page(people, anonymous):
+    alice = await people("alice")
+    response = await alice.client.get("/rooms")
+    assert response.status_code == 303 and response.headers["location"].endswith("/")
+    assert (await alice.client.get("/rooms", follow_redirects=True)).status_code == 200
+    # Signed out, the rooms page sends you on to log in, as / does.
+    response = await anonymous.client.get("/rooms", follow_redirects=True)
+    assert response.url.path == "/login"

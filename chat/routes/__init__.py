@@ -19,6 +19,7 @@ routes = [
     Route("/login", sessions.login_form, methods=["GET"], name="login"),
     Route("/login", sessions.login, methods=["POST"]),
     Route("/logout", sessions.logout, methods=["POST"], name="logout"),
+    Route("/rooms", rooms.to_index, methods=["GET"], name="rooms"),
     Route("/rooms", rooms.create, methods=["POST"], name="create_room"),
     Route("/rooms/{room_id:int}", rooms.show, name="room"),
     Route("/rooms/{room_id:int}/join", rooms.join, methods=["POST"], name="join_room"),

@@ -117,6 +117,12 @@ async def index(request: Request) -> Response:
     return await _index_page(request)
 
 
+async def to_index(request: Request) -> Response:
+    """The rooms are listed at /; /rooms, typed or trimmed from a room's address, goes
+    there rather than answering 405 (only its POST, creating a room, is its own)."""
+    return RedirectResponse(request.url_for("index"), status_code=303)
+
+
 @login_required
 async def create(request: Request) -> Response:
     form = await read_form(request)
