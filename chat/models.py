@@ -42,12 +42,12 @@ from sqlalchemy.orm import (
     Session,
     aliased,
     foreign,
+    make_transient_to_detached,
     mapped_column,
     relationship,
     remote,
 )
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.session import make_transient_to_detached
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeDecorator
 

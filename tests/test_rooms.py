@@ -124,6 +124,6 @@ async def test_the_rooms_address_typed_by_hand_leads_to_the_rooms_page(people, a
     response = await alice.client.get("/rooms")
     assert response.status_code == 303 and response.headers["location"].endswith("/")
     assert (await alice.client.get("/rooms", follow_redirects=True)).status_code == 200
-    # Signed out, the rooms page sends you on to log in, as / does.
-    response = await anonymous.client.get("/rooms", follow_redirects=True)
-    assert response.url.path == "/login"
+    # Signed out, straight to log in, as every app page does.
+    response = await anonymous.client.get("/rooms")
+    assert response.status_code == 303 and response.headers["location"].endswith("/login")

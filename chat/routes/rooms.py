@@ -117,6 +117,7 @@ async def index(request: Request) -> Response:
     return await _index_page(request)
 
 
+@login_required
 async def to_index(request: Request) -> Response:
     """The rooms are listed at /; /rooms, typed or trimmed from a room's address, goes
     there rather than answering 405 (only its POST, creating a room, is its own)."""
