@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import re
 import secrets
@@ -89,6 +90,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# `chat serve` children are forked from a process that has already imported the app
+# (multiprocessing's forkserver): starting the interpreter and importing SQLAlchemy,
+# Starlette and the rest took most of the 2 s a server needed to answer, for each of
+# the hundred-odd tests that start one. What runs after the fork is `chat serve` itself.
+_SERVERS = multiprocessing.get_context("forkserver")
+_SERVERS.set_forkserver_preload(["tests.server_preload", "uvicorn", "uvloop", "httptools"])
+
+
+def _chat_serve(argv: list[str], env: dict[str, str], log_path: str | None) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(ROOT)
+    # Standard streams as a subprocess would have them: multiprocessing closed stdin,
+    # and uvicorn hands it on to its worker processes (--workers).
+    with open(os.devnull, "r+b") as devnull:
+        os.dup2(devnull.fileno(), 0)
+        os.dup2(devnull.fileno(), 1)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    if log_path is not None:
+        with open(log_path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+    from chat.cli import main
+
+    main(argv)
+
+
 @dataclass
 class LiveServer:
     """`chat serve` in a child process, as in production (uvicorn, uvloop, httptools)."""
@@ -96,7 +123,7 @@ class LiveServer:
     env: dict[str, str]
     log_path: Path | None = None
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    process: multiprocessing.process.BaseProcess | None = None
     workers: int = 1
 
     @property
@@ -104,42 +131,37 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> LiveServer:
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "chat", "serve"),
-                *("--port", str(self.port), "--workers", str(self.workers)),
-            ],
-            cwd=ROOT,
-            env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL,
-            stderr=self.log_path.open("ab") if self.log_path else subprocess.DEVNULL,
+        argv = ["serve", "--port", str(self.port), "--workers", str(self.workers)]
+        log_path = None if self.log_path is None else str(self.log_path)
+        self.process = _SERVERS.Process(
+            target=_chat_serve, args=(argv, {**os.environ, **self.env}, log_path)
         )
+        self.process.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"chat serve exited with {self.process.returncode}")
+            if not self.process.is_alive():
+                raise RuntimeError(f"chat serve exited with {self.process.exitcode}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise TimeoutError("chat serve did not answer /healthz")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, connections simply drop (a crashed worker)."""
         assert self.process is not None
         self.process.kill()
-        self.process.wait()
+        self.process.join()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.is_alive():
             self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
+            self.process.join(10)
+            if self.process.is_alive():
                 self.process.kill()
-                self.process.wait()
+                self.process.join()
 
 
 @dataclass

@@ -114,8 +114,7 @@ async def test_presence_is_shared_by_workers_and_a_killed_workers_users_go_offli
                     assert online == {"user": "bob", "online": True}
                     page = (await bob.get(f"/rooms/{room_id}")).text  # worker two
                     assert 'data-presence="alice">online<' in page
-                    two.process.kill()  # no goodbye: bob's entries simply stop being refreshed
-                    two.process.wait()
+                    two.kill()  # no goodbye: bob's entries simply stop being refreshed
                 # Offline within the TTL plus one sweep (the bound is generous on purpose).
                 offline = presence(await alice_tab.next_of("presence", timeout=ttl + 15))
                 assert offline == {"user": "bob", "online": False}
