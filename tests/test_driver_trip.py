@@ -2,10 +2,13 @@
 session lookup and every post. Their objects must be the ORM's own, their values
 converted as the ORM converts them, and a trip that fails must leave nothing behind."""
 
+import asyncio
+import threading
+import time
 from datetime import UTC
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
 
 from chat.db import driver_trip
 from chat.models import _BUMP_SEQ, AuthSession, Membership, Message, Room, User
@@ -72,3 +75,28 @@ async def test_a_trip_that_fails_midway_leaves_no_write_behind(app, people):
     async with app.state.db() as db:
         seqs = await db.scalars(select(Message.seq).where(Message.room_id == room_id))
         assert list(seqs) == [1, 2]
+
+
+async def test_a_cancelled_trip_gives_its_connection_back_and_the_next_request_runs(app, people):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    pool = app.state.db.kw["bind"].sync_engine.pool
+    opened = []
+    event.listen(pool, "connect", lambda *_: opened.append(1))
+    on_thread = threading.Event()
+
+    def slow(trip):
+        on_thread.set()
+        time.sleep(0.2)  # the request goes away meanwhile
+
+    trip = asyncio.create_task(driver_trip(app.state.db, slow))
+    await asyncio.to_thread(on_thread.wait, 5)
+    trip.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trip
+    # SQLite has one pooled connection: kept checked out, this would wait for it.
+    async with asyncio.timeout(10):
+        await alice.say(room_id, "after the cancel")
+    assert pool.checkedout() == 0
+    # Given back, not left for the garbage collector to close (and replace).
+    assert opened == []
