@@ -2,8 +2,9 @@
 
 Presence: a user is online while at least one of their event streams is open (any
 tab, any worker). When the last one closes they stay online for a grace period, so
-a reload does not flicker, then go offline. Each change goes out once as an
-`event: presence` frame on the channel of every room they are in.
+a reload does not flicker, then go offline. Each change goes out once on the channel
+of every room they are in, in an `event: presence` frame that carries a room's
+changes of the last tenth of a second (a list of {"user", "online"}).
 
 Typing: a ping marks a member as typing in a room for `typing_seconds`; their next
 message, or silence, ends it. Whenever a room's set of typists changes (expiry
@@ -29,7 +30,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,8 +64,19 @@ class Typists:
         return json.dumps({"typists": self.names, "version": self.version})
 
 
-def presence_frame(username: str, online: bool) -> bytes:
-    return events.encode("presence", json.dumps({"user": username, "online": online}))
+# Presence changes of one room within this long go out as one frame. When a thousand
+# members connect at once (a big room in the morning, every client back after a
+# restart), each stream then gets a few frames, not one per member: those had filled
+# the queues of streams still replaying from SQL, which were cut off (chat bench fanout).
+PRESENCE_BATCH_SECONDS = 0.1
+
+
+def presence_frame(changes: Mapping[str, bool]) -> bytes:
+    """`changes`: username → online, the newest state of each."""
+    return events.encode(
+        "presence",
+        json.dumps([{"user": user, "online": online} for user, online in changes.items()]),
+    )
 
 
 class Presence(Protocol):
@@ -97,6 +109,7 @@ class _Announcer:
         self._db = db
         self._broker = broker
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unannounced: dict[int, dict[str, bool]] = {}  # room → username → online
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -117,7 +130,15 @@ class _Announcer:
             log.warning("presence.announce_failed", user_id=user_id, error=type(exc).__name__)
             return
         for username, room_id in rows:
-            await self._publish(room_id, presence_frame(username, online))
+            changes = self._unannounced.get(room_id)
+            if changes is None:
+                changes = self._unannounced[room_id] = {}
+                self._spawn(self._announce_later(room_id))
+            changes[username] = online
+
+    async def _announce_later(self, room_id: int) -> None:
+        await asyncio.sleep(PRESENCE_BATCH_SECONDS)
+        await self._publish(room_id, presence_frame(self._unannounced.pop(room_id)))
 
     async def _publish(self, room_id: int, frame: bytes) -> None:
         try:

@@ -170,17 +170,32 @@
     showTypists();
   }
 
+  // One frame carries a room's changes of the last moment (chat/presence.py); they
+  // are said together, so that many people arriving at once is one announcement.
   function onPresence(event) {
-    var change = JSON.parse(event.data);
-    var label = document.querySelector('[data-presence="' + CSS.escape(change.user) + '"]');
-    if (!label) return;
-    var was = label.classList.contains("is-online");
-    label.classList.toggle("is-online", change.online);
-    label.textContent = change.online ? "online" : "offline";
+    var cameOnline = [];
+    var wentOffline = [];
+    JSON.parse(event.data).forEach(function (change) {
+      var label = document.querySelector('[data-presence="' + CSS.escape(change.user) + '"]');
+      if (!label) return;
+      var was = label.classList.contains("is-online");
+      label.classList.toggle("is-online", change.online);
+      label.textContent = change.online ? "online" : "offline";
+      if (was !== change.online && change.user !== viewer) {
+        (change.online ? cameOnline : wentOffline).push(change.user);
+      }
+    });
+    var said = [];
+    if (cameOnline.length) said.push(peopleText(cameOnline) + (cameOnline.length === 1 ? " is online" : " are online"));
+    if (wentOffline.length) said.push(peopleText(wentOffline) + " went offline");
     var status = document.getElementById("presence-status");
-    if (status && was !== change.online && change.user !== viewer) {
-      status.textContent = change.user + (change.online ? " is online" : " went offline");
-    }
+    if (status && said.length) status.textContent = said.join(". ");
+  }
+
+  function peopleText(names) {
+    if (names.length === 1) return names[0];
+    if (names.length === 2) return names[0] + " and " + names[1];
+    return names.length + " people";
   }
 
   if (room) {
