@@ -50,8 +50,7 @@ async def test_a_message_from_the_typist_ends_their_typing_at_once(visitors):
         await alice.say(room_id, "done typing")
         [message] = await bob_tab.messages(1)
         assert 'data-author="alice"' in message.data
-        stopped = await bob_tab.next()
-        assert stopped.event == "typing" and typists(stopped) == []
+        assert typists(await bob_tab.next_of("typing")) == []
 
 
 async def test_versions_only_grow_so_pages_can_drop_a_late_frame(visitors):
