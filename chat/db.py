@@ -190,7 +190,7 @@ async def _on_sqlite_thread(engine: AsyncEngine, work: Callable[[Any], T]) -> T:
     connection checked out from the pool meanwhile, so nothing else uses it.
 
     Straight from the pool: an `AsyncConnection` around it (`engine.connect()`) cost
-    three greenlet switches and a `Connection` a trip, 290 µs of CPU against 120 µs
+    three greenlet switches and a `Connection` a trip, 290-340 µs of CPU against 120-170 µs
     here (README, Benchmarks), and `work` runs no statement through it anyway."""
     pooled = await engine.raw_connection()
     try:

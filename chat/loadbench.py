@@ -76,13 +76,10 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
-# --- Server-Sent Events over raw sockets ---------------------------------------------------
-
-
 @contextlib.contextmanager
 def measuring() -> Iterator[None]:
     """The driver's own garbage collector off while it measures. A full collection of
-    its objects (the population, a thousand connections) took 40-80 ms at a time on a
+    its objects (the population, a thousand connections) took 42-95 ms at a time on a
     slower machine, and every message due meanwhile counted that pause as the
     server's latency. Reference counting still frees what each request drops; what
     exists so far is frozen out of the collector's sight, and the collector runs again
@@ -95,6 +92,9 @@ def measuring() -> Iterator[None]:
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+# --- Server-Sent Events over raw sockets ---------------------------------------------------
 
 
 @dataclass

@@ -37,14 +37,14 @@ async def presence_of(tab, username: str, timeout: float = 10) -> bool:
             return changes[username]
 
 
-async def presence_until_message(tab) -> dict[str, bool]:
-    """The presence changes a tab gets before its next message (its own arrival, which
-    may come a moment after it connects, left out)."""
+async def presence_until_message(tab, viewer: str) -> dict[str, bool]:
+    """The presence changes a tab of `viewer` gets before its next message (the
+    viewer's own arrival, which may come a moment after it connects, left out)."""
     changes: dict[str, bool] = {}
     while (event := await tab.next()).event != "message":
         if event.event == "presence":
             changes |= presence(event)
-    changes.pop("alice", None)
+    changes.pop(viewer, None)
     return changes
 
 
@@ -59,7 +59,7 @@ async def test_member_is_online_while_any_tab_is_open_and_offline_after_the_last
             # One tab closed, one open: bob stays online well past the grace period.
             await asyncio.sleep(GRACE + 1)
             await alice.say(room_id, "still there?")
-            assert await presence_until_message(alice_tab) == {}
+            assert await presence_until_message(alice_tab, "alice") == {}
         assert await presence_of(alice_tab, "bob") is False
 
 
@@ -72,7 +72,7 @@ async def test_a_reload_within_the_grace_period_does_not_flicker(visitors):
         async with open_stream(bob.client, url):  # the reloaded page's stream
             await asyncio.sleep(GRACE + 1)
             await alice.say(room_id, "no flicker")
-            assert await presence_until_message(alice_tab) == {}
+            assert await presence_until_message(alice_tab, "alice") == {}
 
 
 async def test_the_member_list_says_who_is_online_in_words(visitors):
