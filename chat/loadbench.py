@@ -29,7 +29,9 @@ import random
 import re
 import secrets
 import shutil
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -65,6 +67,14 @@ def percentile(values: list[float], fraction: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def read_summary(latencies_ms: list[float]) -> dict[str, float]:
+    """Post→read latencies: what the driver's own reading adds (see Subscriber)."""
+    return {
+        "read_p50_ms": statistics.median(latencies_ms) if latencies_ms else math.nan,
+        "read_p99_ms": percentile(latencies_ms, 0.99),
+    }
 
 
 def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
@@ -163,25 +173,75 @@ class SSEParser:
         return Event(name, "\n".join(data), event_id) if data else None
 
 
-class Subscriber(asyncio.Protocol):
-    """One SSE connection; `on_event(event, received_at)` for each event."""
+# Linux's SO_TIMESTAMPNS: each read of a socket comes with the time the kernel received
+# its bytes (the socket module does not name it).
+SO_TIMESTAMPNS = 35 if sys.platform == "linux" else None
+TIMESTAMP_SPACE = socket.CMSG_SPACE(16)
 
-    def __init__(self, request: bytes, on_event: Callable[[Event, float], None]) -> None:
+
+def realtime_offset() -> float:
+    """CLOCK_REALTIME (the kernel's receive timestamps) minus perf_counter, from the
+    closest of a few paired readings."""
+    pairs = []
+    for _ in range(5):
+        before = time.perf_counter()
+        now = time.time()
+        pairs.append((time.perf_counter() - before, now - before))
+    return min(pairs)[1]
+
+
+class Subscriber:
+    """One SSE connection, read straight from its socket: `on_event(event, arrived,
+    read)` for each event, with the time its bytes arrived (the kernel's receive
+    timestamp) and the time this process read them.
+
+    A thousand subscribers share this process, and when a message reaches all of them
+    at once it reads them one after another: the last is read tens of milliseconds
+    after its bytes arrived, however early the server sent them. Each of a room's
+    readers is a browser of its own, so the arrival is what a post→receive latency
+    measures; the read time is kept beside it, to show what the driver adds."""
+
+    def __init__(self, request: bytes, on_event: Callable[[Event, float, float], None]) -> None:
         self.request = request
         self.on_event = on_event
         self.head = b""
         self.decoder: ChunkedDecoder | None = None
         self.parser = SSEParser()
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
+        self.socket: socket.socket | None = None
         self.closed = False
+        self._offset = realtime_offset()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
+    async def open(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self.socket = socket.socket()
+        sock.setblocking(False)
+        if SO_TIMESTAMPNS is not None:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(sock, self.request)
+        except OSError:
+            self.close()
+            raise
+        loop.add_reader(sock.fileno(), self._readable)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.socket.recvmsg(65536, TIMESTAMP_SPACE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, ancillary = b"", []
+        read = time.perf_counter()
+        if not data:
+            self._lost()
+            return
+        arrived = read
+        for level, kind, stamp in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("qq", stamp)
+                arrived = seconds + nanoseconds / 1e9 - self._offset
         if not self.ready.done():
             self.head += data
             end = self.head.find(b"\r\n\r\n")
@@ -197,16 +257,20 @@ class Subscriber(asyncio.Protocol):
         if self.decoder is not None:
             data = self.decoder.feed(data)
         for event in self.parser.feed(data):
-            self.on_event(event, now)
+            self.on_event(event, arrived, read)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+    def _lost(self) -> None:
+        self.close()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("closed before answering"))
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        if self.socket is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to remove
+                asyncio.get_running_loop().remove_reader(self.socket.fileno())
+            self.socket.close()
+            self.socket = None
+        self.closed = True
 
 
 def http_request(
@@ -222,13 +286,15 @@ def http_request(
 
 
 async def subscribe(
-    port: int, request: bytes, on_event: Callable[[Event, float], None]
+    port: int, request: bytes, on_event: Callable[[Event, float, float], None]
 ) -> Subscriber:
-    loop = asyncio.get_running_loop()
-    _, subscriber = await loop.create_connection(
-        lambda: Subscriber(request, on_event), "127.0.0.1", port
-    )
-    await asyncio.wait_for(subscriber.ready, 60)
+    subscriber = Subscriber(request, on_event)
+    await subscriber.open(port)
+    try:
+        await asyncio.wait_for(subscriber.ready, 60)
+    except BaseException:
+        subscriber.close()
+        raise
     return subscriber
 
 
@@ -589,12 +655,14 @@ async def running_baseline() -> AsyncIterator[Server]:
 
 
 class Deliveries:
-    """Post→receive latencies of the messages a run sends, by their body's marker."""
+    """Post→receive latencies of the messages a run sends, by their body's marker: to
+    their arrival at the subscriber's socket, and to this process reading them."""
 
     def __init__(self) -> None:
         self.run = 0
         self.intended: dict[tuple[int, int], float] = {}
         self.latencies: list[float] = []
+        self.read_latencies: list[float] = []
         self.received = 0
         self.events = 0
         self.frames: dict[str, str] = {}  # one data field per event type, as a sample
@@ -602,20 +670,22 @@ class Deliveries:
     def body(self, index: int) -> str:
         return f"bench {self.run} {index} end"
 
-    def on_event(self, event: Event, now: float) -> None:
+    def on_event(self, event: Event, arrived: float, read: float) -> None:
         self.events += 1
         self.frames.setdefault(event.event, event.data)
         if event.event != "message" or (marker := MARKER.search(event.data)) is None:
             return
         key = (int(marker[1]), int(marker[2]))
-        if key[0] == self.run and key in self.intended:
-            self.latencies.append((now - self.intended[key]) * 1000)
+        if key[0] == self.run and (intended := self.intended.get(key)) is not None:
+            self.latencies.append((arrived - intended) * 1000)
+            self.read_latencies.append((read - intended) * 1000)
             self.received += 1
 
     def start_run(self) -> None:
         self.run += 1
         self.intended.clear()
         self.latencies = []
+        self.read_latencies = []
         self.received = 0
 
     async def drained(self, expected: int, within: float) -> bool:
@@ -648,6 +718,7 @@ class Target:
     publish: Callable[[str], bytes]  # body -> raw POST request
     payload: Callable[[str], str] = str  # the body to post for a marker
     latencies: list[float] = field(default_factory=list)
+    read_latencies: list[float] = field(default_factory=list)
     delivered: int = 0
     expected: int = 0
     cpu_seconds: float = 0.0
@@ -680,12 +751,14 @@ async def fanout_round(target: Target, rate: float, seconds: float) -> None:
     if closed := sum(subscriber.closed for subscriber in target.subscribers):
         raise RuntimeError(f"{target.name}: {closed} streams were closed by the server")
     target.latencies += deliveries.latencies
+    target.read_latencies += deliveries.read_latencies
     target.delivered += deliveries.received
     target.expected += expected
     target.cpu_seconds += cpu
     target.rounds.append(
         {
             **latency_summary(deliveries.latencies),
+            **read_summary(deliveries.read_latencies),
             "delivered": deliveries.received,
             "expected": expected,
             "server_cpu_s": cpu,
@@ -698,6 +771,7 @@ async def fanout_round(target: Target, rate: float, seconds: float) -> None:
 def target_summary(target: Target) -> dict[str, object]:
     return {
         **latency_summary(target.latencies),
+        **read_summary(target.read_latencies),
         "delivered": target.delivered,
         "expected": target.expected,
         "server_cpu_s": target.cpu_seconds,
@@ -748,7 +822,7 @@ async def fanout(options) -> dict[str, object]:
         # so both deliver frames of the same size.
         for target in targets:
             await fanout_round(target, 1, 1)
-            target.latencies, target.rounds = [], []
+            target.latencies, target.read_latencies, target.rounds = [], [], []
             target.delivered = target.expected = 0
             target.cpu_seconds = 0.0
         template = app_deliveries.frames["message"]
@@ -824,6 +898,7 @@ async def small_rooms(options) -> dict[str, object]:
     return {
         "app": {
             **latency_summary(deliveries.latencies),
+            **read_summary(deliveries.read_latencies),
             "delivered": deliveries.received,
             "expected": expected,
             "posts_failed": sum(status != 200 for status in statuses),
@@ -1010,6 +1085,8 @@ def table(name: str, result: dict[str, object]) -> Iterator[str]:
             ("p50 ms", "p50_ms", False),
             ("p99 ms", "p99_ms", False),
             ("max ms", "max_ms", False),
+            ("p50 ms, read", "read_p50_ms", False),
+            ("p99 ms, read", "read_p99_ms", False),
             ("delivered", "delivered", None),
             ("expected", "expected", None),
             ("server CPU s", "server_cpu_s", None),
