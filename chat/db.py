@@ -187,20 +187,97 @@ async def _run_sync(
 
 async def _on_sqlite_thread(engine: AsyncEngine, work: Callable[[Any], T]) -> T:
     """`work(aiosqlite connection)` on that connection's own thread, with the
-    connection checked out from the pool meanwhile, so nothing else uses it.
+    connection checked out from the pool meanwhile, so nothing else uses it."""
+    trips = _SQLITE_TRIPS.get(engine)
+    if trips is None:
+        trips = _SQLITE_TRIPS[engine] = SqliteTrips(engine)
+    return await trips.run(work)
 
-    Straight from the pool: an `AsyncConnection` around it (`engine.connect()`) cost
-    three greenlet switches and a `Connection` a trip, 290-340 µs of CPU against 120-170 µs
-    here (README, Benchmarks), and `work` runs no statement through it anyway."""
-    pooled = await engine.raw_connection()
-    try:
-        aiosqlite_connection = pooled.driver_connection
-        # aiosqlite's queue to its thread; SQLAlchemy's own aiosqlite dialect uses it too.
-        return await aiosqlite_connection._execute(lambda: work(aiosqlite_connection))
-    finally:
-        # Back to the pool without I/O (no reset on return: see create_engine), so
-        # no greenlet is needed. `work` ended its own transaction on the thread.
-        pooled.close()
+
+class SqliteTrips:
+    """The trips to an SQLite engine's one connection. A trip that finds none under
+    way goes at once. One that comes while another is under way waits for it, then goes
+    together with every trip that came meanwhile, in their order, each with its own
+    outcome (and its own transaction: each ends its own, as alone): one pool checkout
+    and one hop to the thread for all of them. Under load each trip on its own paid both
+    (about 100 µs of CPU, README, Benchmarks), and the thread sat idle while the event
+    loop handed the connection on from one waiting trip to the next."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._waiting: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
+        self._under_way = False
+        self._batches: asyncio.Task[None] | None = None
+
+    async def run(self, work: Callable[[Any], T]) -> T:
+        if self._under_way:
+            waiting: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            self._waiting.append((work, waiting))
+            return await waiting
+        self._under_way = True
+        try:
+            return await self._hop(work)
+        finally:
+            self._go_on()
+
+    async def _hop(self, work: Callable[[Any], T]) -> T:
+        # Straight from the pool: an `AsyncConnection` around it (`engine.connect()`)
+        # cost three greenlet switches and a `Connection` a trip, 290-340 µs of CPU
+        # against 120-170 µs here (README, Benchmarks), and no statement runs through it.
+        pooled = await self._engine.raw_connection()
+        try:
+            connection = pooled.driver_connection
+            # aiosqlite's queue to its thread; SQLAlchemy's own aiosqlite dialect uses it.
+            return await connection._execute(lambda: work(connection))
+        finally:
+            # Back to the pool without I/O (no reset on return: see create_engine), so
+            # no greenlet is needed, even for a trip cancelled midway. The work ended
+            # its own transaction on the thread.
+            pooled.close()
+
+    def _go_on(self) -> None:
+        if self._waiting:
+            self._batches = asyncio.create_task(self._run_waiting(), name="sqlite-trips")
+        else:
+            self._under_way = False
+
+    async def _run_waiting(self) -> None:
+        batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
+        try:
+            while batch := [(w, f) for w, f in self._waiting if not f.done()]:
+                self._waiting = []
+                try:
+                    outcomes = await self._hop(lambda connection: _each(batch, connection))
+                except Exception as exc:  # the checkout or the hop itself
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, waiting), (succeeded, value) in zip(batch, outcomes, strict=True):
+                    if waiting.done():  # its request went away meanwhile
+                        continue
+                    if succeeded:
+                        waiting.set_result(value)
+                    else:
+                        waiting.set_exception(value)
+        finally:
+            # Cancelled (the app is stopping): no trip is left waiting for ever.
+            for _, waiting in (*batch, *self._waiting):
+                waiting.cancel()
+            self._waiting, self._under_way, self._batches = [], False, None
+
+
+def _each(
+    batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]], connection: Any
+) -> list[tuple[bool, Any]]:
+    """On the thread: each trip's work in turn, the failure of one not stopping the rest."""
+    outcomes: list[tuple[bool, Any]] = []
+    for work, _ in batch:
+        try:
+            outcomes.append((True, work(connection)))
+        except Exception as exc:
+            outcomes.append((False, exc))
+    return outcomes
+
+
+_SQLITE_TRIPS: weakref.WeakKeyDictionary[AsyncEngine, SqliteTrips] = weakref.WeakKeyDictionary()
 
 
 class Prepared:

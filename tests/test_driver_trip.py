@@ -100,3 +100,52 @@ async def test_a_cancelled_trip_gives_its_connection_back_and_the_next_request_r
     assert pool.checkedout() == 0
     # Given back, not left for the garbage collector to close (and replace).
     assert opened == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_trips_that_come_while_one_is_under_way_go_together_each_with_its_own_outcome(app):
+    """SQLite: the trips that queue behind one under way take one checkout and one hop
+    between them, in the order they came; one that fails fails alone, and one whose
+    request went away before its turn never runs."""
+    pool = app.state.db.kw["bind"].sync_engine.pool
+    checkouts = []
+    event.listen(pool, "checkout", lambda *_: checkouts.append(1))
+    on_thread, release = threading.Event(), threading.Event()
+    ran = []
+
+    def first(trip):
+        on_thread.set()
+        release.wait(5)
+        return "first"
+
+    def records(name):
+        def work(trip):
+            ran.append(name)
+            if name == "fails":
+                raise RuntimeError(name)
+            return name
+
+        return work
+
+    under_way = asyncio.create_task(driver_trip(app.state.db, first))
+    await asyncio.to_thread(on_thread.wait, 5)
+    queued = {
+        name: asyncio.create_task(driver_trip(app.state.db, records(name)))
+        for name in ("second", "fails", "gone", "last")
+    }
+    await asyncio.sleep(0.05)  # every one of them is waiting now
+    queued["gone"].cancel()
+    release.set()
+    async with asyncio.timeout(10):
+        assert await under_way == "first"
+        assert await queued["second"] == "second"
+        with pytest.raises(RuntimeError, match="fails"):
+            await queued["fails"]
+        assert await queued["last"] == "last"
+    with pytest.raises(asyncio.CancelledError):
+        await queued["gone"]
+    assert ran == ["second", "fails", "last"]
+    assert len(checkouts) == 2
+    # And a trip after them goes at once, on its own.
+    assert await driver_trip(app.state.db, lambda trip: "alone") == "alone"
+    assert len(checkouts) == 3 and pool.checkedout() == 0
