@@ -205,9 +205,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.streams.close()
             await app.state.presence.close()
             await broker.close()
-            await engine.dispose()
-            if checkpoints is not None:
+            if checkpoints is not None:  # its last round may use the app's connection
                 await checkpoints.close()
+            await engine.dispose()
 
     app = Starlette(
         routes=routes,

@@ -1,8 +1,11 @@
 import asyncio
+import sqlite3
 
+import pytest
 from sqlalchemy import func, select
 from starlette.requests import Request
 
+import chat.db
 from chat.models import Message, Room
 from chat.settings import Settings
 
@@ -70,6 +73,41 @@ async def test_sqlite_checkpoints_its_log_apart_from_the_commits(people, app, ba
         await alice.say(room_id, f"message {n}")
     busy, logged, copied = await checkpoints.checkpoint()
     assert busy == 0 and logged > 0 and copied == logged
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_starts_its_log_over_though_its_checkpoint_could_not_copy_all_of_it(
+    people, app, monkeypatch
+):
+    """Under a steady stream of posts, the checkpoint beside the app's connection never
+    copies the whole log: commits land while it runs (here, a reader's snapshot holds it
+    back in the same way). The round's second checkpoint, on the app's own connection,
+    still lets the log start over instead of growing for ever."""
+    checkpoints = app.state.wal_checkpoints
+    monkeypatch.setattr(chat.db, "LOG_LIMIT_FRAMES", 0)
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    reader = sqlite3.connect(checkpoints._path, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()
+    for n in range(5):
+        await alice.say(room_id, f"message {n}")
+    beside = checkpoints._checkpoint
+
+    def held_back_by_the_reader():
+        outcome = beside()
+        reader.rollback()
+        return outcome
+
+    monkeypatch.setattr(checkpoints, "_checkpoint", held_back_by_the_reader)
+    _, logged_so_far, copied = await checkpoints.checkpoint()
+    reader.close()
+    assert copied < logged_so_far
+    monkeypatch.setattr(checkpoints, "_checkpoint", beside)
+    await alice.say(room_id, "after the checkpoint")
+    _, logged, _ = await checkpoints.checkpoint()
+    # The log holds that one post, not everything written since the start.
+    assert 0 < logged < logged_so_far / 2
 
 
 async def test_posting_without_javascript_redirects_back_to_the_room(people):
