@@ -272,8 +272,8 @@ class RedisBroker:
 
     def __init__(self, url: str, queue_size: int, prefix: str) -> None:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         self._prefix = prefix
         self._fanout = FanOut(queue_size)
