@@ -180,6 +180,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             db=app.state.db,
             broker=broker,
             templates=app.state.templates.env,
+            fragments=app.state.fragments,
             max_chars=settings.max_message_chars,
             storage=LocalMediaStorage(settings.media_dir),
         )

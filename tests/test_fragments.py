@@ -9,6 +9,7 @@ import pytest
 from jinja2 import DictLoader, Environment, UndefinedError
 
 from chat.db import in_one_trip
+from chat.events import Cursor
 from chat.fragments import KeptItems, csrf_field
 from chat.models import Message, User
 from tests.support import PASSWORD, Person
@@ -45,6 +46,32 @@ async def test_a_message_renders_from_rows_exactly_as_from_the_model(app, people
     assert quoting_files.quote.excerpt == "plan.png, notes.txt"
     assert quoting_files.reaction_groups == [("👍", ["bob"]), ("🎉", ["alice", "bob"])]
     assert quoting_deleted.quote.excerpt == ""
+
+
+async def test_a_streamed_message_is_the_article_its_room_page_shows(app, people):
+    """One partial for the page and the frame: a frame's data is, byte for byte, the
+    message's article on the room page of a reader who did not write it."""
+    alice, bob = await people("alice"), await people("bob")
+    room_id = await alice.create_room()
+    await bob.join(room_id)
+    await alice.say(room_id, "hello **there** @bob, see https://example.com")
+    await bob.say(room_id, "> quoted\n\n- a\n- b")
+    await reply(alice, room_id, 2, "a reply")
+    page = (await bob.get(f"/rooms/{room_id}")).text
+    frames = [frame async for _, frame in app.state.messages.replay(room_id, Cursor(0))]
+    assert len(frames) == 3
+    for seq, frame in enumerate(frames, start=1):
+        data = "\n".join(
+            line.removeprefix("data: ")
+            for line in frame.decode().splitlines()
+            if line.startswith("data: ")
+        )
+        article = re.search(
+            rf'<article class="message[^"]*" id="message-{seq}".*?</article>', page, re.S
+        )
+        assert article, seq
+        # The page marks bob's own message for him; a frame is for every reader.
+        assert data == article.group(0).replace('class="message mine"', 'class="message"')
 
 
 def member_item(page: str, username: str) -> str:
