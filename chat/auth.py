@@ -224,7 +224,14 @@ def _is_same_origin(request: Request) -> bool:
     if request.headers.get("sec-fetch-site", "same-origin") not in {"same-origin", "none"}:
         return False
     origin = request.headers.get("origin")
-    return origin is not None and origin == f"{request.url.scheme}://{request.url.netloc}"
+    if origin is None:
+        return False
+    host = request.headers.get("host")
+    if host is None:  # HTTP/1.0: the server's own address, as Starlette's URL has it
+        return origin == f"{request.url.scheme}://{request.url.netloc}"
+    # Straight from the Host header: building the whole request URL for this cost a
+    # twentieth of a post's time on the event loop (py-spy).
+    return origin == f"{request.scope.get('scheme', 'http')}://{host}"
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
