@@ -261,7 +261,14 @@
       more.after(menu);  // an open menu stays open, focus and all
       more.setAttribute("aria-expanded", "true");
     }
-    if (hadFocus && !fresh.contains(focus)) (more || fresh).focus();
+    if (hadFocus) {
+      // Moving the open menu across drops the focus it holds: given back to the same control.
+      if (fresh.contains(focus)) {
+        if (document.activeElement !== focus) focus.focus();
+      } else {
+        (more || fresh).focus();
+      }
+    }
     updateQuotesOf(fresh);
   }
   // Replies shown on the page quote the message as it now stands (the server does the

@@ -74,6 +74,37 @@ async def test_edit_react_and_delete_by_keyboard_reach_the_other_tab_live(browse
         await person.assert_accessible()
 
 
+async def test_a_reaction_whose_frame_comes_before_its_own_reply_keeps_the_focus(browse):
+    """Under load the stream's frame of a change can reach the tab that made it before
+    the answer to its request: the open menu moves into the fresh message, and the
+    focus it holds must come along."""
+    alice = await (await browse()).sign_up("alice")
+    bob = await (await browse()).sign_up("bob")
+    room_id = await alice.create_room("general")
+    await bob.join(room_id)
+    await alice.say(room_id, "react to this")
+    await bob.page.goto(f"/rooms/{room_id}")
+    reaction = bob.messages().first.locator(".reactions .reaction")
+
+    async def answer_after_the_frame(route):
+        response = await route.fetch()
+        await expect(reaction).to_have_count(1)  # the frame is in
+        await route.fulfill(response=response)
+
+    await bob.page.route("**/reactions", answer_after_the_frame)
+    await open_menu(bob, bob.messages().first)
+    assert (await focused(bob.page))["name"] == "React with thumbs up"
+    await bob.page.keyboard.press("Enter")
+    await expect(reaction).to_have_count(1)
+    assert (await focused(bob.page))["name"] == "React with thumbs up"
+    await bob.page.wait_for_load_state("networkidle")
+    await expect(reaction).to_have_attribute("aria-pressed", "true")
+    focus = await focused(bob.page)
+    assert (
+        await bob.page.evaluate("document.activeElement.closest('.message')?.id") == "message-1"
+    ), focus
+
+
 async def test_the_log_is_one_tab_stop_and_arrows_move_between_messages(browse):
     alice = await (await browse()).sign_up("alice")
     room_id = await alice.create_room("general")
