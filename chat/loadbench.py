@@ -199,7 +199,8 @@ class Subscriber:
     at once it reads them one after another: the last is read tens of milliseconds
     after its bytes arrived, however early the server sent them. Each of a room's
     readers is a browser of its own, so the arrival is what a post→receive latency
-    measures; the read time is kept beside it, to show what the driver adds."""
+    measures; the read time is kept beside it, to show what the driver adds. A read that
+    takes several segments at once is timed by the last of them: later, never earlier."""
 
     def __init__(self, request: bytes, on_event: Callable[[Event, float, float], None]) -> None:
         self.request = request

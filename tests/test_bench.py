@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from sse_starlette import ServerSentEvent
 
 from chat import events
-from chat.loadbench import ChunkedDecoder, Event, SSEParser
+from chat.loadbench import ChunkedDecoder, Event, SSEParser, subscribe
 from tests.support import ROOT
 
 
@@ -49,6 +51,46 @@ def test_a_chunked_body_is_reassembled_across_reads() -> None:
         b"hello, world"
     )
     assert decoder.ended
+
+
+async def test_a_subscriber_times_an_event_by_its_arrival_not_by_when_it_is_read() -> None:
+    """The driver reads a thousand subscribers one after another: an event it reads late
+    still counts from when its bytes reached the socket (the kernel's timestamp)."""
+    seen: list[tuple[Event, float, float]] = []
+    written: list[float] = []
+    served, taken = asyncio.Event(), asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        written.append(time.perf_counter())
+        writer.write(events.encode("message", "hello", id=events.Cursor(1)))
+        await writer.drain()
+        time.sleep(0.2)  # noqa: ASYNC251 (the reading process is busy: the bytes wait)
+        # Open until the event is read, as a stream stays: a read that also takes the
+        # close is timed by the close, the last of what it took.
+        await taken.wait()
+        writer.close()
+        await writer.wait_closed()
+        served.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    subscriber = await subscribe(port, b"GET / HTTP/1.1\r\n\r\n", lambda *event: seen.append(event))
+    async with asyncio.timeout(5):
+        while not seen:  # noqa: ASYNC110 (the subscriber calls back from its reader)
+            await asyncio.sleep(0.01)
+        taken.set()
+        await served.wait()
+    subscriber.close()
+    server.close()
+    await server.wait_closed()
+    (event, arrived, read) = seen[0]
+    assert event == Event("message", "hello", "1")
+    assert read - written[0] >= 0.2
+    assert abs(arrived - written[0]) < 0.02
 
 
 def run_bench(tmp_path: Path, scenario: str, *options: str) -> dict:
