@@ -20,6 +20,7 @@ client) in the same invocation, taking turns with the app, and print the ratio.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import json
@@ -190,10 +191,98 @@ def realtime_offset() -> float:
     return min(pairs)[1]
 
 
+class EventStream:
+    """The body of a text/event-stream response, chunked or not."""
+
+    answer = b"HTTP/1.1 200"
+
+    def __init__(self, head: bytes) -> None:
+        self.decoder = ChunkedDecoder() if b"transfer-encoding: chunked" in head.lower() else None
+        self.parser = SSEParser()
+        self.ready = True
+
+    def feed(self, data: bytes) -> tuple[list[Event], bytes]:
+        """The events `data` completes, and what to send back (nothing, here)."""
+        if self.decoder is not None:
+            data = self.decoder.feed(data)
+        return self.parser.feed(data), b""
+
+
+class SocketIOStream:
+    """Socket.IO (protocol 5, Engine.IO 4) over a WebSocket: each of the server's text
+    frames is an Engine.IO packet. It joins the default namespace once the connection
+    is open, answers the server's pings, and makes each `42["name", data]` an event."""
+
+    answer = b"HTTP/1.1 101"
+    request_path = "/socket.io/?EIO=4&transport=websocket"
+
+    def __init__(self, _head: bytes) -> None:
+        self.buffer = b""
+        self.ready = False  # until the namespace is joined
+
+    @staticmethod
+    def request() -> bytes:
+        return http_request(
+            "GET",
+            SocketIOStream.request_path,
+            Upgrade="websocket",
+            Connection="Upgrade",
+            Sec_WebSocket_Key=base64.b64encode(secrets.token_bytes(16)).decode(),
+            Sec_WebSocket_Version="13",
+        )
+
+    def feed(self, data: bytes) -> tuple[list[Event], bytes]:
+        self.buffer += data
+        events, answers = [], []
+        while (frame := self._frame()) is not None:
+            opcode, payload = frame
+            if opcode == PING:  # the WebSocket's own keepalive (uvicorn's, every 20 s)
+                answers.append(_websocket_frame(PONG, payload))
+            if opcode != TEXT:  # only text frames carry Engine.IO packets
+                continue
+            packet = payload.decode()
+            if packet.startswith("0"):  # open
+                answers.append(_websocket_frame(TEXT, b"40"))
+            elif packet == "2":  # Engine.IO's ping
+                answers.append(_websocket_frame(TEXT, b"3"))
+            elif packet.startswith("40"):  # joined
+                self.ready = True
+            elif packet.startswith("42"):
+                name, *arguments = json.loads(packet[2:])
+                events.append(Event(name, arguments[0] if arguments else ""))
+        return events, b"".join(answers)
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        """The next whole frame of the buffer (a server's frames are not masked; these
+        are never fragmented), or None until it has arrived."""
+        if len(self.buffer) < 2:
+            return None
+        opcode, length, start = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(self.buffer[2:4]), 4
+        elif length == 127:
+            length, start = int.from_bytes(self.buffer[2:10]), 10
+        if len(self.buffer) < start + length:
+            return None
+        payload = self.buffer[start : start + length]
+        self.buffer = self.buffer[start + length :]
+        return opcode, payload
+
+
+TEXT, PING, PONG = 0x1, 0x9, 0xA
+
+
+def _websocket_frame(opcode: int, payload: bytes) -> bytes:
+    """A client's frame (masked, as a client's must be) of a short payload."""
+    mask = secrets.token_bytes(4)
+    masked = bytes(byte ^ mask[n % 4] for n, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
 class Subscriber:
-    """One SSE connection, read straight from its socket: `on_event(event, arrived,
-    read)` for each event, with the time its bytes arrived (the kernel's receive
-    timestamp) and the time this process read them.
+    """One event stream (`EventStream` or `SocketIOStream`), read straight from its
+    socket: `on_event(event, arrived, read)` for each event, with the time its bytes
+    arrived (the kernel's receive timestamp) and the time this process read them.
 
     A thousand subscribers share this process, and when a message reaches all of them
     at once it reads them one after another: the last is read tens of milliseconds
@@ -202,12 +291,17 @@ class Subscriber:
     measures; the read time is kept beside it, to show what the driver adds. A read that
     takes several segments at once is timed by the last of them: later, never earlier."""
 
-    def __init__(self, request: bytes, on_event: Callable[[Event, float, float], None]) -> None:
+    def __init__(
+        self,
+        request: bytes,
+        on_event: Callable[[Event, float, float], None],
+        body: type[EventStream | SocketIOStream] = EventStream,
+    ) -> None:
         self.request = request
         self.on_event = on_event
         self.head = b""
-        self.decoder: ChunkedDecoder | None = None
-        self.parser = SSEParser()
+        self.kind = body
+        self.body: EventStream | SocketIOStream | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.socket: socket.socket | None = None
         self.closed = False
@@ -243,21 +337,22 @@ class Subscriber:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 seconds, nanoseconds = struct.unpack("qq", stamp)
                 arrived = seconds + nanoseconds / 1e9 - self._offset
-        if not self.ready.done():
+        if self.body is None:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 return
             head, data = self.head[:end], self.head[end + 4 :]
-            if not head.startswith(b"HTTP/1.1 200"):
+            if not head.startswith(self.kind.answer):
                 self.ready.set_exception(RuntimeError(head.split(b"\r\n")[0].decode()))
                 return
-            if b"transfer-encoding: chunked" in head.lower():
-                self.decoder = ChunkedDecoder()
+            self.body = self.kind(head)
+        events, answer = self.body.feed(data)
+        if answer:
+            self.socket.send(answer)  # a few bytes: a socket's buffer always takes them
+        if self.body.ready and not self.ready.done():
             self.ready.set_result(None)
-        if self.decoder is not None:
-            data = self.decoder.feed(data)
-        for event in self.parser.feed(data):
+        for event in events:
             self.on_event(event, arrived, read)
 
     def _lost(self) -> None:
@@ -287,9 +382,12 @@ def http_request(
 
 
 async def subscribe(
-    port: int, request: bytes, on_event: Callable[[Event, float, float], None]
+    port: int,
+    request: bytes,
+    on_event: Callable[[Event, float, float], None],
+    body: type[EventStream | SocketIOStream] = EventStream,
 ) -> Subscriber:
-    subscriber = Subscriber(request, on_event)
+    subscriber = Subscriber(request, on_event, body)
     await subscriber.open(port)
     try:
         await asyncio.wait_for(subscriber.ready, 60)
@@ -300,7 +398,13 @@ async def subscribe(
 
 
 async def subscribe_all(
-    label: str, port: int, requests: list[bytes], on_event, *, at_once: int = 64
+    label: str,
+    port: int,
+    requests: list[bytes],
+    on_event,
+    body: type[EventStream | SocketIOStream] = EventStream,
+    *,
+    at_once: int = 64,
 ) -> list[Subscriber]:
     """Open every stream, `at_once` connecting at a time, with a progress line."""
     gate = asyncio.Semaphore(at_once)
@@ -308,7 +412,7 @@ async def subscribe_all(
 
     async def one(request: bytes) -> None:
         async with gate:
-            opened.append(await subscribe(port, request, on_event))
+            opened.append(await subscribe(port, request, on_event, body))
             if len(opened) % 100 == 0 or len(opened) == len(requests):
                 progress(label, len(opened), len(requests))
 
@@ -469,16 +573,50 @@ class Server:
             self.log_path.unlink(missing_ok=True)
 
 
-def baseline_server() -> Server:
-    return Server(
-        "baseline",
-        [
-            *(sys.executable, "-m", "uvicorn", "bench.baseline:app"),
-            *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
-            *("--log-level", "warning", "--app-dir", str(ROOT)),
-        ],
-        {},
-    )
+@dataclass(frozen=True)
+class Baseline:
+    """A server of bench/ doing the app's fan-out job another way, and how to use it."""
+
+    name: str
+    module: str  # uvicorn's app
+    stream_request: bytes  # opens a subscriber's stream
+    body: type[EventStream | SocketIOStream]
+
+    def server(self) -> Server:
+        return Server(
+            self.name,
+            [
+                *(sys.executable, "-m", "uvicorn", self.module),
+                *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+                *("--log-level", "warning", "--app-dir", str(ROOT)),
+            ],
+            {},
+        )
+
+
+def baselines() -> list[Baseline]:
+    """Plain sse-starlette, and socket.io where python-socketio is installed."""
+    found = [
+        Baseline("baseline", "bench.baseline:app", http_request("GET", "/events"), EventStream)
+    ]
+    if _has_socketio():
+        found.append(
+            Baseline(
+                "socketio", "bench.socketio_baseline:app", SocketIOStream.request(), SocketIOStream
+            )
+        )
+    return found
+
+
+def _has_socketio() -> bool:
+    try:
+        import socketio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+SOCKETIO_MISSING = "skipped: python-socketio is not installed"
 
 
 @dataclass
@@ -644,12 +782,16 @@ async def running_app(backend: str, broker: str, rooms: int, members: int) -> As
 
 
 @contextlib.asynccontextmanager
-async def running_baseline() -> AsyncIterator[Server]:
-    server = baseline_server()
+async def running_baselines() -> AsyncIterator[list[tuple[Baseline, Server]]]:
+    running: list[tuple[Baseline, Server]] = []
     try:
-        yield await server.start()
+        for baseline in baselines():
+            running.append((baseline, baseline.server()))
+            await running[-1][1].start()
+        yield running
     finally:
-        server.stop()
+        for _, server in running:
+            server.stop()
 
 
 # --- measuring deliveries ------------------------------------------------------------------
@@ -783,76 +925,67 @@ def target_summary(target: Target) -> dict[str, object]:
     }
 
 
+def publish_request(body: str) -> bytes:
+    """A baseline's post of a message to every subscriber."""
+    return http_request("POST", "/publish", body=body.encode())
+
+
 async def fanout(options) -> dict[str, object]:
-    """One room, S subscribers, R messages/s; the app and the baseline take turns."""
+    """One room, S subscribers, R messages/s; the app and the baselines take turns."""
     async with (
         running_app(options.backend, options.broker, 1, options.subscribers) as app,
-        running_baseline() as baseline,
+        running_baselines() as running,
     ):
         room_id, members = next(iter(app.rooms.items()))
-        app_deliveries, baseline_deliveries = Deliveries(), Deliveries()
-        app_subscribers = await subscribe_all(
-            "app streams",
-            app.server.port,
-            [app.stream_request(room_id, member) for member in members],
-            app_deliveries.on_event,
-        )
-        baseline_subscribers = await subscribe_all(
-            "baseline streams",
-            baseline.port,
-            [http_request("GET", "/events")] * options.subscribers,
-            baseline_deliveries.on_event,
-        )
+        app_deliveries = Deliveries()
         targets = [
             Target(
                 "app",
                 app.server,
-                app_subscribers,
+                await subscribe_all(
+                    "app streams",
+                    app.server.port,
+                    [app.stream_request(room_id, member) for member in members],
+                    app_deliveries.on_event,
+                ),
                 app_deliveries,
                 lambda body: app.post_request(room_id, members[0], body),
-            ),
-            Target(
-                "baseline",
-                baseline,
-                baseline_subscribers,
-                baseline_deliveries,
-                lambda body: http_request("POST", "/publish", body=body.encode()),
-            ),
+            )
         ]
-        # A warm-up message each; the baseline then carries the app's rendered partial,
-        # so both deliver frames of the same size.
+        for baseline, server in running:
+            deliveries = Deliveries()
+            subscribers = await subscribe_all(
+                f"{baseline.name} streams",
+                server.port,
+                [baseline.stream_request] * options.subscribers,
+                deliveries.on_event,
+                baseline.body,
+            )
+            targets.append(Target(baseline.name, server, subscribers, deliveries, publish_request))
+        # A warm-up message each; the baselines then carry the app's rendered partial,
+        # so all deliver messages of the same size.
         for target in targets:
             await fanout_round(target, 1, 1)
             target.latencies, target.read_latencies, target.rounds = [], [], []
             target.delivered = target.expected = 0
             target.cpu_seconds = 0.0
         template = app_deliveries.frames["message"]
-        targets[1].payload = lambda marker: MARKER.sub(marker, template)
+        for target in targets[1:]:
+            target.payload = lambda marker: MARKER.sub(marker, template)
         await quiet(app_deliveries, "app")
         for round_number in range(1, options.rounds + 1):
             for target in targets:
                 log(f"round {round_number}/{options.rounds}: {target.name}")
                 await fanout_round(target, options.rate, options.seconds)
-        for subscriber in app_subscribers + baseline_subscribers:
-            subscriber.close()
-    app_figures, baseline_figures = (target_summary(target) for target in targets)
+        for target in targets:
+            for subscriber in target.subscribers:
+                subscriber.close()
     return {
-        "app": app_figures,
-        "baseline": baseline_figures,
-        "socketio": "skipped: the socket.io comparison is not implemented"
-        if _has_socketio()
-        else "skipped: python-socketio is not installed",
+        "socketio": SOCKETIO_MISSING,
+        **{target.name: target_summary(target) for target in targets},
         "frame_bytes": len(template.encode()),
         "latencies_ms": {target.name: target.latencies for target in targets},
     }
-
-
-def _has_socketio() -> bool:
-    try:
-        import socketio  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 async def small_rooms(options) -> dict[str, object]:
@@ -989,27 +1122,28 @@ async def idle(options) -> dict[str, object]:
     rooms = max(1, options.streams // options.members)
     async with (
         running_app(options.backend, options.broker, rooms, options.members) as app,
-        running_baseline() as baseline,
+        running_baselines() as running,
     ):
-        results = {}
-        requests = {
-            "app": [
-                app.stream_request(room_id, member)
-                for room_id, members in app.rooms.items()
-                for member in members
-            ][: options.streams],
-            "baseline": [http_request("GET", "/events")] * options.streams,
-        }
-        for target, server in (("app", app.server), ("baseline", baseline)):
+        results: dict[str, object] = {"socketio": SOCKETIO_MISSING}
+        app_requests = [
+            app.stream_request(room_id, member)
+            for room_id, members in app.rooms.items()
+            for member in members
+        ][: options.streams]
+        targets = [("app", app.server, app_requests, EventStream)] + [
+            (baseline.name, server, [baseline.stream_request] * options.streams, baseline.body)
+            for baseline, server in running
+        ]
+        for target, server, requests, body in targets:
             # One stream opened and closed first, so lazily built state is in "before".
-            warm = await subscribe(server.port, requests[target][-1], lambda *_: None)
+            warm = await subscribe(server.port, requests[-1], lambda *_: None, body)
             warm.close()
             await asyncio.sleep(0.5)
             before = server.rss_kib()
             errors = 0
             try:
                 subscribers = await subscribe_all(
-                    f"{target} streams", server.port, requests[target], lambda *_: None
+                    f"{target} streams", server.port, requests, lambda *_: None, body
                 )
             except (OSError, RuntimeError, TimeoutError) as exc:
                 log(f"{target}: {exc!r}")
@@ -1094,13 +1228,7 @@ def table(name: str, result: dict[str, object]) -> Iterator[str]:
         ]
         if baseline:
             rows.append(("deliveries / CPU-s", "deliveries_per_cpu_s", True))
-            yield f"{'':20} {'app':>12} {'baseline':>12} {'ratio':>8}"
-            for label, key, higher in rows:
-                yield (
-                    f"{label:20} {app[key]:12,.1f} {baseline[key]:12,.1f} "
-                    f"{'' if higher is None else _ratio(app[key], baseline[key], higher):>8}"
-                )
-            yield f"socket.io: {result['socketio']}"
+            yield from _beside_baselines(result, rows)
         else:
             for label, key, _ in rows:
                 yield f"{label:20} {app[key]:12,.1f}"
@@ -1117,17 +1245,32 @@ def table(name: str, result: dict[str, object]) -> Iterator[str]:
             f"(p99 < {result['p99_limit_ms']:.0f} ms)"
         )
     elif name == "idle":
-        app, baseline = result["app"], result["baseline"]
-        yield f"{'':20} {'app':>12} {'baseline':>12} {'ratio':>8}"
-        for label, key in (
-            ("open streams", "streams"),
-            ("errors", "errors"),
-            ("RSS before KiB", "rss_before_kib"),
-            ("RSS after KiB", "rss_after_kib"),
-            ("KiB per stream", "kib_per_stream"),
-        ):
-            ratio = _ratio(app[key], baseline[key], False) if key == "kib_per_stream" else ""
-            yield f"{label:20} {app[key]:12,.1f} {baseline[key]:12,.1f} {ratio:>8}"
+        rows = [
+            ("open streams", "streams", None),
+            ("errors", "errors", None),
+            ("RSS before KiB", "rss_before_kib", None),
+            ("RSS after KiB", "rss_after_kib", None),
+            ("KiB per stream", "kib_per_stream", False),
+        ]
+        yield from _beside_baselines(result, rows)
+
+
+def _beside_baselines(
+    result: dict[str, object], rows: list[tuple[str, str, bool | None]]
+) -> Iterator[str]:
+    """The app's figures, each baseline's, and the ratio to each (>1: the app is better)."""
+    others = [name for name in ("baseline", "socketio") if isinstance(result.get(name), dict)]
+    yield f"{'':20} {'app':>12}" + "".join(f" {name:>12} {'ratio':>8}" for name in others)
+    app = result["app"]
+    for label, key, higher in rows:
+        line = f"{label:20} {app[key]:12,.1f}"
+        for name in others:
+            value = result[name][key]
+            ratio = "" if higher is None else _ratio(app[key], value, higher)
+            line += f" {value:12,.1f} {ratio:>8}"
+        yield line
+    if not isinstance(result.get("socketio"), dict):
+        yield f"socket.io: {result['socketio']}"
 
 
 def plot(name: str, result: dict[str, object], path: Path) -> None:
@@ -1146,7 +1289,8 @@ def plot(name: str, result: dict[str, object], path: Path) -> None:
         axes.set_xlabel("offered posts/s")
         axes.set_ylabel("post latency, ms (from intended send time)")
     elif name == "idle":
-        labels = ["app", "baseline"]
+        labels = [label for label in ("app", "baseline", "socketio") if label in result]
+        labels = [label for label in labels if isinstance(result[label], dict)]
         axes.bar(labels, [result[label]["kib_per_stream"] for label in labels])
         axes.set_ylabel("server RSS per idle stream, KiB")
     else:

@@ -15,7 +15,7 @@ import pytest
 from sse_starlette import ServerSentEvent
 
 from chat import events
-from chat.loadbench import ChunkedDecoder, Event, SSEParser, subscribe
+from chat.loadbench import ChunkedDecoder, Event, SocketIOStream, SSEParser, subscribe
 from tests.support import ROOT
 
 
@@ -93,6 +93,41 @@ async def test_a_subscriber_times_an_event_by_its_arrival_not_by_when_it_is_read
     assert abs(arrived - written[0]) < 0.02
 
 
+def unmasked(frame: bytes) -> tuple[int, bytes]:
+    """A client's (masked, short) WebSocket frame: its opcode and payload."""
+    assert frame[1] & 0x80
+    length, mask = frame[1] & 0x7F, frame[2:6]
+    return frame[0] & 0x0F, bytes(b ^ mask[n % 4] for n, b in enumerate(frame[6 : 6 + length]))
+
+
+def test_a_socketio_stream_joins_answers_pings_and_reads_events_across_reads() -> None:
+    html = "<article>" + "x" * 300 + "</article>"  # a frame over 125 bytes: 16-bit length
+    packets = [
+        (0x1, b'0{"sid":"abc","pingInterval":25000,"pingTimeout":20000}'),
+        (0x1, b'40{"sid":"def"}'),
+        (0x9, b"ka"),  # the WebSocket's own ping
+        (0x1, b"2"),  # Engine.IO's
+        (0x1, b"42" + json.dumps(["message", html]).encode()),
+    ]
+    stream = b""
+    for opcode, payload in packets:
+        size = len(payload)
+        length = bytes([size]) if size < 126 else bytes([126]) + size.to_bytes(2)
+        stream += bytes([0x80 | opcode]) + length + payload
+    body, events_seen, answers = SocketIOStream(b""), [], b""
+    for n in range(0, len(stream), 7):
+        events_seen_now, answer = body.feed(stream[n : n + 7])
+        events_seen += events_seen_now
+        answers += answer
+    assert body.ready
+    assert events_seen == [Event("message", html)]
+    frames = []
+    while answers:
+        frames.append(unmasked(answers))
+        answers = answers[6 + (answers[1] & 0x7F) :]
+    assert frames == [(0x1, b"40"), (0xA, b"ka"), (0x1, b"3")]
+
+
 def run_bench(tmp_path: Path, scenario: str, *options: str) -> dict:
     completed = subprocess.run(
         [sys.executable, "-m", "chat", "bench", scenario, *options, "--output", str(tmp_path)],
@@ -107,12 +142,12 @@ def run_bench(tmp_path: Path, scenario: str, *options: str) -> dict:
     return json.loads(result_file.read_text())
 
 
-def test_fanout_delivers_every_message_to_every_subscriber_of_app_and_baseline(
+def test_fanout_delivers_every_message_to_every_subscriber_of_app_and_baselines(
     tmp_path: Path,
 ) -> None:
     result = run_bench(tmp_path, "fanout", "--subscribers", "20", "--seconds", "1", "--rounds", "1")
 
-    for target in ("app", "baseline"):
+    for target in ("app", "baseline", "socketio"):
         figures = result[target]
         assert figures["delivered"] == figures["expected"] == 20 * 5
         assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
@@ -143,10 +178,10 @@ def test_posts_steps_up_the_offered_rate(tmp_path: Path) -> None:
     assert result["app"]["max_sustained_posts_per_s"] == 20
 
 
-def test_idle_measures_memory_per_stream_on_app_and_baseline(tmp_path: Path) -> None:
+def test_idle_measures_memory_per_stream_on_app_and_baselines(tmp_path: Path) -> None:
     result = run_bench(tmp_path, "idle", "--streams", "30", "--members", "10")
 
-    for target in ("app", "baseline"):
+    for target in ("app", "baseline", "socketio"):
         assert result[target]["streams"] == 30
         assert result[target]["errors"] == 0
         assert not math.isnan(result[target]["kib_per_stream"])
