@@ -2,9 +2,9 @@
 
 Each run starts the app as production does (`chat serve`: uvicorn, uvloop, httptools, one
 worker) on a free port and a fresh database, pinned to core 0, and drives it from this
-process, pinned to core 1 (when the machine has two). Subscribers are raw asyncio sockets
-(an `asyncio.Protocol` parsing chunked SSE incrementally), posts are keep-alive HTTP/1.1
-requests. Accounts, rooms, memberships and sessions are inserted straight into the
+process, pinned to core 1 (when the machine has two). Subscribers are raw sockets read on
+the event loop (chunked SSE, or socket.io over a WebSocket, parsed incrementally) and timed
+by the kernel's receive timestamps; posts are keep-alive HTTP/1.1 requests. Accounts, rooms, memberships and sessions are inserted straight into the
 database (the rows signing up, creating and joining would make, without an Argon2 hash
 per account); every request then goes through the server like a browser's.
 
@@ -14,7 +14,8 @@ up as latency instead of as fewer sends (no coordinated omission). Server CPU ti
 from /proc/<pid>/stat (utime + stime), memory from /proc/<pid>/status (VmRSS).
 
 `fanout` and `idle` also run bench/baseline.py (plain sse-starlette, one queue per
-client) in the same invocation, taking turns with the app, and print the ratio.
+client) and, where python-socketio is installed, bench/socketio_baseline.py in the same
+invocation, taking turns with the app, and print the ratios.
 """
 
 from __future__ import annotations
