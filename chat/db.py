@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 import structlog
 from sqlalchemy import Dialect, Engine, Executable, Select, event, select
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -207,6 +207,8 @@ class SqliteTrips:
         self._engine = engine
         self._waiting: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
         self._under_way = False
+        # The task running the waiting trips, held here: the event loop holds its tasks
+        # only weakly.
         self._batches: asyncio.Task[None] | None = None
 
     async def run(self, work: Callable[[Any], T]) -> T:
@@ -503,7 +505,8 @@ class WalCheckpoints:
         """A round: (busy, frames in the log, frames copied) of its checkpoint beside the
         app's connection, as `PRAGMA wal_checkpoint` says."""
         outcome = await asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
-        if outcome[1] > LOG_LIMIT_FRAMES:
+        _, logged, _ = outcome
+        if logged > LOG_LIMIT_FRAMES:
             await _on_sqlite_thread(self._engine, lambda connection: _passive(connection._conn))
         return outcome
 
@@ -517,7 +520,7 @@ class WalCheckpoints:
             await asyncio.sleep(self._every)
             try:
                 await self.checkpoint()
-            except sqlite3.Error as exc:  # the next round tries again
+            except (sqlite3.Error, SQLAlchemyError) as exc:  # the next round tries again
                 log.warning("db.checkpoint_failed", error=str(exc))
 
     async def close(self) -> None:
