@@ -4,9 +4,10 @@ Each run starts the app as production does (`chat serve`: uvicorn, uvloop, httpt
 worker) on a free port and a fresh database, pinned to core 0, and drives it from this
 process, pinned to core 1 (when the machine has two). Subscribers are raw sockets read on
 the event loop (chunked SSE, or socket.io over a WebSocket, parsed incrementally) and timed
-by the kernel's receive timestamps; posts are keep-alive HTTP/1.1 requests. Accounts, rooms, memberships and sessions are inserted straight into the
-database (the rows signing up, creating and joining would make, without an Argon2 hash
-per account); every request then goes through the server like a browser's.
+by the kernel's receive timestamps; posts are keep-alive HTTP/1.1 requests. Accounts,
+rooms, memberships and sessions are inserted straight into the database (the rows signing
+up, creating and joining would make, without an Argon2 hash per account); every request
+then goes through the server like a browser's.
 
 Every message is timestamped at its *intended* send time (start + n / rate) and sent
 from a pool of connections without waiting for earlier answers, so a stalled server shows
