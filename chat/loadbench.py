@@ -1291,8 +1291,8 @@ def plot(name: str, result: dict[str, object], path: Path) -> None:
         axes.set_xlabel("offered posts/s")
         axes.set_ylabel("post latency, ms (from intended send time)")
     elif name == "idle":
-        labels = [label for label in ("app", "baseline", "socketio") if label in result]
-        labels = [label for label in labels if isinstance(result[label], dict)]
+        measured = ("app", "baseline", "socketio")
+        labels = [label for label in measured if isinstance(result[label], dict)]
         axes.bar(labels, [result[label]["kib_per_stream"] for label in labels])
         axes.set_ylabel("server RSS per idle stream, KiB")
     else:
