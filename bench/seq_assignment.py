@@ -24,9 +24,9 @@ import time
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench.load import database
 from chat.db import create_engine, create_sessionmaker
 from chat.models import Base, Membership, Message, Room, User
-from tests.support import postgres_database
 
 
 async def select_for_update(db: AsyncSession, room_id: int, author: User, body: str) -> None:
@@ -87,7 +87,7 @@ async def run(database_url: str, strategy: str, posts: int, concurrency: int) ->
 
 
 async def main(posts: int, concurrencies: list[int], rounds: int) -> None:
-    with postgres_database("bench") as database_url:
+    async with database("postgres") as database_url:
         print(f"{'strategy':<18} {'concurrency':>11} {f'posts/s, best of {rounds}':>22}")
         for concurrency in concurrencies:
             for strategy in STRATEGIES:

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat import events
+from chat import sse
 from chat.broker import Broker, SubscriptionOverflow, user_channel
-from chat.messages import activity_channel, end_session_signal
+from chat.message_path import activity_channel, end_session_signal
 from chat.models import Mention, Room, User
 
 log = structlog.get_logger("chat.activity")
@@ -55,7 +55,7 @@ class RoomCounts:
             "unread": max(self.last_seq - self.last_read_seq, 0),
             "mentions": self.mentions,
         }
-        return events.encode("unread", json.dumps(counts))
+        return sse.encode("unread", json.dumps(counts))
 
 
 class UserStream:
@@ -108,7 +108,7 @@ class UserStream:
         async with self.broker.subscribe(
             *map(activity_channel, room_ids), own, on_overflow=self._cut_off
         ) as subscription:
-            yield events.RETRY_FRAME
+            yield sse.RETRY_FRAME
             # Read after subscribing: a message posted in between is counted by SQL
             # and then skipped by seq below, never missed.
             counts = await self._counts()
@@ -144,7 +144,7 @@ class UserStream:
                 room.mentions += mentioned
                 yield room.frame()
                 if mentioned or room.notify:
-                    yield events.encode(
+                    yield sse.encode(
                         "notify",
                         json.dumps(
                             {

@@ -22,9 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect, sqlite_checkpoints
-from chat.fragments import KeptItems, MessageFragments
+from chat.html_cache import KeptItems, MessageFragments
 from chat.logging import RequestLogMiddleware, configure_logging
-from chat.messages import MessagePath
+from chat.message_path import MessagePath
 from chat.models import size_text
 from chat.presence import create_presence
 from chat.routes import routes
@@ -33,7 +33,7 @@ from chat.settings import Settings
 from chat.storage import LocalMediaStorage
 from chat.streams import OpenStreams, StreamHandoverMiddleware
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -107,7 +107,7 @@ COMPILED_TEMPLATES = CompiledTemplates()
 
 
 def create_templates() -> Jinja2Templates:
-    templates = Jinja2Templates(directory=ROOT / "templates")
+    templates = Jinja2Templates(directory=PACKAGE / "templates")
     templates.env.bytecode_cache = COMPILED_TEMPLATES
     templates.env.globals["reaction_choices"] = REACTION_CHOICES
     urls: dict[tuple[Any, ...], str] = {}

@@ -1,4 +1,7 @@
-"""`chat serve | db upgrade | create-user | seed | bench`."""
+"""`chat serve | db upgrade | create-user | seed | bench`.
+
+`seed` and `bench` belong to the benchmark package beside this one (bench/), imported
+only when one of them is asked for."""
 
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ from pathlib import Path
 
 from chat.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(database_url: str):  # -> alembic.config.Config
     from alembic.config import Config
 
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config = Config(str(MIGRATIONS / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
@@ -113,38 +116,6 @@ def db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
-def seed(args: argparse.Namespace) -> int:
-    from chat import bench
-
-    asyncio.run(
-        bench.seed(
-            Settings.from_env().database_url,
-            rooms=args.rooms,
-            users=args.users,
-            messages=args.messages,
-            rng_seed=args.seed,
-        )
-    )
-    return 0
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    from chat import bench, loadbench
-
-    if args.scenario in loadbench.SCENARIOS:
-        loadbench.main(args.scenario, args)
-        return 0
-    bench.main(args.scenario, username=args.user, requests=args.requests)
-    return 0
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="chat", description="A real-time chat server.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -165,28 +136,15 @@ def main(argv: list[str] | None = None) -> None:
     user_parser.add_argument("username")
     user_parser.set_defaults(run=create_user)
 
-    seed_parser = commands.add_parser(
-        "seed", help="fill a migrated database with realistic chat history for benchmarks"
-    )
-    seed_parser.add_argument("--rooms", type=_positive, default=20)
-    seed_parser.add_argument("--users", type=_positive, default=200)
-    seed_parser.add_argument("--messages", type=_positive, default=100_000)
-    seed_parser.add_argument("--seed", type=int, default=0, help="random seed (same data)")
-    seed_parser.set_defaults(run=seed)
+    # Named in the help; parsed and run by bench/, imported only when asked for.
+    commands.add_parser("seed", help="fill a database with realistic chat history", add_help=False)
+    commands.add_parser("bench", help="measure a scenario (docs/performance.md)", add_help=False)
 
-    from chat import bench, loadbench
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["seed"], ["bench"]):
+        from bench.cli import main as bench_main
 
-    scenarios = {**bench.SCENARIOS, **loadbench.SCENARIOS}
-    bench_parser = commands.add_parser("bench", help="measure a scenario")
-    bench_parser.add_argument(
-        "scenario",
-        choices=sorted(scenarios),
-        help="; ".join(f"{name}: {about}" for name, (about, _) in sorted(scenarios.items())),
-    )
-    bench_parser.add_argument("--requests", type=_positive, default=200, help="per measurement")
-    bench_parser.add_argument("--user", default="user00001", help="a seeded account")
-    loadbench.add_arguments(bench_parser)
-    bench_parser.set_defaults(run=run_bench)
-
+        bench_main(argv, prog="chat")
+        return
     args = parser.parse_args(argv)
     sys.exit(args.run(args))

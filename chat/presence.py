@@ -39,7 +39,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat import events
+from chat import sse
 from chat.broker import Broker, BrokerUnavailable, cancel_tasks, room_channel
 from chat.models import Membership, User
 from chat.settings import Settings
@@ -58,7 +58,7 @@ class Typists:
     version: int
 
     def frame(self) -> bytes:
-        return events.encode("typing", self.json())
+        return sse.encode("typing", self.json())
 
     def json(self) -> str:
         return json.dumps({"typists": self.names, "version": self.version})
@@ -73,7 +73,7 @@ PRESENCE_BATCH_SECONDS = 0.1
 
 def presence_frame(changes: Mapping[str, bool]) -> bytes:
     """`changes`: username → online, the newest state of each."""
-    return events.encode(
+    return sse.encode(
         "presence",
         json.dumps([{"user": user, "online": online} for user, online in changes.items()]),
     )

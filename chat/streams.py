@@ -38,7 +38,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpTo
 
 from chat.activity import UserStream
 from chat.broker import cancel_tasks
-from chat.messages import RoomStream
+from chat.message_path import RoomStream
 from chat.presence import Presence
 
 log = structlog.get_logger("chat.streams")
@@ -53,7 +53,7 @@ HEARTBEAT_BATCH = 200
 @lru_cache(maxsize=256)
 def http_chunk(body: bytes) -> bytes:
     """`body` framed as one chunk of a chunked HTTP/1.1 body, exactly as uvicorn frames
-    it. Cached like chat.events' parsing: every stream of a room writes the same
+    it. Cached like chat.sse' parsing: every stream of a room writes the same
     frame object, framed once per publish rather than once per subscriber."""
     return b"%x\r\n%b\r\n" % (len(body), body)
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 import asyncpg
 import httpx
 
-from chat.events import Cursor
+from chat.sse import Cursor
 
 ROOT = Path(__file__).resolve().parent.parent
 # The local services (DEVELOPERS.md); each test run works in a database of its own and

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sse_starlette import ServerSentEvent
 
-from chat import events
-from chat.loadbench import ChunkedDecoder, Event, SocketIOStream, SSEParser, subscribe
+from bench.load import ChunkedDecoder, Event, SocketIOStream, SSEParser, subscribe
+from chat import sse
 from tests.support import ROOT
 
 
@@ -29,7 +29,7 @@ def parse_in_pieces(stream: bytes, size: int) -> list[Event]:
 @pytest.mark.parametrize("size", [1, 2, 7, 4096])
 def test_encoded_frame_parses_as_sse_with_its_id_and_every_data_line(size: int) -> None:
     html = '<article id="message-7">\n  <p>first\r\nsecond\rthird</p>\n</article>'
-    stream = events.RETRY_FRAME + events.encode("message", html, id=7) + b": ping\r\n\r\n"
+    stream = sse.RETRY_FRAME + sse.encode("message", html, id=7) + b": ping\r\n\r\n"
 
     assert parse_in_pieces(stream, size) == [
         Event("message", '<article id="message-7">\n  <p>first\nsecond\nthird</p>\n</article>', "7")
@@ -66,7 +66,7 @@ async def test_a_subscriber_times_an_event_by_its_arrival_not_by_when_it_is_read
         await writer.drain()
         await asyncio.sleep(0.05)
         written.append(time.perf_counter())
-        writer.write(events.encode("message", "hello", id=events.Cursor(1)))
+        writer.write(sse.encode("message", "hello", id=sse.Cursor(1)))
         await writer.drain()
         time.sleep(0.2)  # noqa: ASYNC251 (the reading process is busy: the bytes wait)
         # Open until the event is read, as a stream stays: a read that also takes the

@@ -32,7 +32,7 @@ def test_every_route_is_documented():
 
 
 def test_vendored_front_end_packages_carry_their_versions():
-    for path in (ROOT / "static" / "vendor").iterdir():
+    for path in (ROOT / "chat" / "static" / "vendor").iterdir():
         first_line = path.read_text().splitlines()[0]
         assert re.search(r"\d+\.\d+\.\d+", first_line), path.name
         assert "npm" in first_line, path.name

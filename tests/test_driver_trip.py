@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import event, inspect, select
 
 from chat.db import driver_trip
-from chat.models import _BUMP_SEQ, AuthSession, Membership, Message, Room, User
+from chat.models import AuthSession, Membership, Message, Room, User
+from chat.models.messages import _BUMP_SEQ
 
 
 async def session_of(app, username: str) -> str:

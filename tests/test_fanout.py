@@ -13,13 +13,13 @@ import dataclasses
 import pytest
 from sqlalchemy import select
 
-from chat import events
+from bench.load import ChunkedDecoder, Event, SSEParser
+from chat import sse
 from chat.app import create_app
 from chat.broker import MemoryBroker, SubscriptionOverflow, room_channel, user_channel
-from chat.events import Cursor
-from chat.loadbench import ChunkedDecoder, Event, SSEParser
-from chat.messages import RoomStream, end_session_signal, leave_room_signal, room_state_signal
+from chat.message_path import RoomStream, end_session_signal, leave_room_signal, room_state_signal
 from chat.models import User
+from chat.sse import Cursor
 from chat.streams import RoomStreamResponse
 from tests.support import LiveServer, open_stream
 from tests.test_streams import room_with
@@ -85,7 +85,7 @@ async def test_a_failing_direct_delivery_cuts_that_stream_off_and_not_the_publis
 
 
 def frame(kind: str, cursor: Cursor) -> bytes:
-    return events.encode(kind, f"<p>{kind} {cursor}</p>", id=cursor)
+    return sse.encode(kind, f"<p>{kind} {cursor}</p>", id=cursor)
 
 
 def idle_stream(sent: Cursor, *, writes: bool = True) -> tuple[RoomStream, list[bytes]]:
@@ -135,7 +135,7 @@ def test_a_change_to_an_older_message_is_written_with_the_cursor_that_keeps_the_
     edit = frame("edit", Cursor(2, 3))
 
     assert stream._deliver_now(ROOM, edit) is True
-    assert written == [edit + events.cursor_frame(Cursor(4, 3))]
+    assert written == [edit + sse.cursor_frame(Cursor(4, 3))]
     assert stream.sent == Cursor(4, 3)
 
 
@@ -269,7 +269,7 @@ async def test_a_live_frame_after_a_gap_brings_the_gap_from_sql_first(backend, s
             await unpublished.post(room_id, author, "two")
             await unpublished.post(room_id, author, "three")
             channel, three = held_back.published[-2]
-            assert channel == room_channel(room_id) and events.cursor_of(three) == Cursor(3)
+            assert channel == room_channel(room_id) and sse.cursor_of(three) == Cursor(3)
             await app.state.broker.publish(channel, three)
 
             two, three = await stream.messages(2)

@@ -24,7 +24,7 @@ def test_upgrade_head_on_an_empty_database_then_check_finds_no_drift(empty_datab
     env = {"CHAT_DATABASE_URL": empty_database}
     migrate(env)
     check = subprocess.run(
-        [sys.executable, "-m", "alembic", "check"],
+        [sys.executable, "-m", "alembic", "-c", "chat/migrations/alembic.ini", "check"],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,

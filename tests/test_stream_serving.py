@@ -20,11 +20,11 @@ import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 
-from chat import events
+from bench.load import ChunkedDecoder, Event, SSEParser
+from chat import sse
 from chat.app import create_app
 from chat.cli import UVICORN_OPTIONS
-from chat.events import RETRY_FRAME, Cursor
-from chat.loadbench import ChunkedDecoder, Event, SSEParser
+from chat.sse import RETRY_FRAME, Cursor
 from chat.streams import (
     HEARTBEAT,
     DirectWrite,
@@ -207,7 +207,7 @@ def streaming_response(connection: HttpToolsCycle) -> RoomStreamResponse:
 
 
 # The empty chunk: uvicorn writes nothing for it (a framed one would end the body).
-CHUNKS = [RETRY_FRAME, events.encode("message", "<p>one\ntwo</p>", id=Cursor(7, 2)), b"", HEARTBEAT]
+CHUNKS = [RETRY_FRAME, sse.encode("message", "<p>one\ntwo</p>", id=Cursor(7, 2)), b"", HEARTBEAT]
 
 
 async def test_a_direct_write_puts_on_the_wire_exactly_what_uvicorns_send_would():

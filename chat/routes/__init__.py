@@ -9,7 +9,7 @@ from starlette.staticfiles import StaticFiles
 
 from chat.routes import attachments, direct, events, health, live, messages, rooms, search, sessions
 
-STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 routes = [
     Route("/", rooms.index, name="index"),

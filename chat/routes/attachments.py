@@ -6,10 +6,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from chat.attachments import content_disposition
 from chat.auth import login_required
-from chat.models import Attachment
+from chat.models import Message
 from chat.routes.rooms import find_room
+from chat.uploads import content_disposition
 
 # The bytes are data, never a page: nothing in them may run or be taken for HTML.
 ATTACHMENT_HEADERS = {
@@ -27,7 +27,7 @@ async def show(request: Request) -> Response:
     a file that does not exist."""
     room, _ = await find_room(request)
     async with request.app.state.db() as db:
-        attachment = await Attachment.of_room(db, room.id, request.path_params["key"])
+        attachment = await Message.attachment(db, room.id, request.path_params["key"])
     if attachment is None:
         raise HTTPException(404, "There is no such file, or it was deleted.")
     disposition = "inline" if attachment.is_image else "attachment"

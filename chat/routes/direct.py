@@ -6,14 +6,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from chat.attachments import InvalidAttachment
 from chat.auth import login_required
 from chat.db import in_one_trip
-from chat.messages import InvalidMessage, clean_body
+from chat.message_path import InvalidMessage, clean_body
 from chat.models import NotDirectable, Room, User
 from chat.routes.forms import message_form, typed_body
 from chat.routes.rooms import navigation_lists
 from chat.routes.sessions import USERNAME
+from chat.uploads import InvalidAttachment
 
 
 async def _conversation(request: Request, *, create: bool = False) -> tuple[User, Room | None]:

@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chat.auth import login_required, session_id
-from chat.events import Cursor
 from chat.routes.rooms import MAX_ID, find_membership
+from chat.sse import Cursor
 from chat.streams import RoomStreamResponse
 
 

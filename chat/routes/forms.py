@@ -16,15 +16,15 @@ from anyio import AsyncFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 
-from chat.attachments import (
+from chat.models import size_text
+from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
+from chat.settings import Settings
+from chat.uploads import (
     AttachmentTooLarge,
     InvalidAttachment,
     Upload,
     clean_filename,
 )
-from chat.models import size_text
-from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
-from chat.settings import Settings
 
 MAX_FIELDS = 100
 

@@ -10,14 +10,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from chat.attachments import InvalidAttachment
 from chat.auth import login_required
 from chat.db import in_one_trip
-from chat.fragments import KeptPieces, csrf_field
-from chat.messages import InvalidMessage
+from chat.html_cache import KeptPieces, csrf_field
+from chat.message_path import InvalidMessage
 from chat.models import Message, MessageContent, MessageGone, MessageHead, NotYours, Room
 from chat.routes.forms import message_form, read_form, typed_body
 from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, room_page
+from chat.uploads import InvalidAttachment
 
 
 @login_required

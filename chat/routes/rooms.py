@@ -15,9 +15,8 @@ from starlette.responses import RedirectResponse, Response
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
 from chat.db import in_one_trip
-from chat.events import Cursor
-from chat.fragments import csrf_field
-from chat.messages import leave_room_signal, room_state_signal
+from chat.html_cache import csrf_field
+from chat.message_path import leave_room_signal, room_state_signal
 from chat.models import (
     MAX_ID,
     Listed,
@@ -28,8 +27,10 @@ from chat.models import (
     MessageHead,
     Room,
     User,
+    listed_for,
 )
 from chat.routes.forms import read_form
+from chat.sse import Cursor
 
 log = structlog.get_logger("chat.rooms")
 
@@ -101,7 +102,7 @@ async def _index_page(
 def navigation_lists(db: Session, user: User, current: Room | None = None) -> dict[str, object]:
     """The viewer's rooms and, apart, their direct conversations, with unread counts,
     as the items of rooms/_mine.html (in rooms/_nav.html, beside `current`)."""
-    rooms, directs = Room.listed_for(db, user)
+    rooms, directs = listed_for(db, user)
 
     def items(listed: list[Listed]) -> list[dict[str, Hashable]]:
         return [

@@ -17,7 +17,7 @@ from chat.auth import (
     verify_password,
 )
 from chat.broker import user_channel
-from chat.messages import end_session_signal
+from chat.message_path import end_session_signal
 from chat.models import User
 from chat.routes.forms import read_form
 

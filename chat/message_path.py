@@ -2,7 +2,7 @@
 messages (edit, delete, reactions) the same way; and the room stream.
 
 Stream invariant: a stream subscribes first, then replays from SQL everything after
-the client's cursor (events.Cursor: the last seq and the last change it has), then
+the client's cursor (sse.Cursor: the last seq and the last change it has), then
 forwards live frames. It tracks the cursor it has sent: a message at or below its seq,
 or a change at or below its change number, is a duplicate and dropped; anything that
 skips ahead means frames were published out of order (two posts or changes racing to
@@ -25,8 +25,7 @@ from jinja2 import Environment
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat import events, sanitize
-from chat.attachments import Upload, prepare
+from chat import sanitize, sse
 from chat.broker import (
     Broker,
     BrokerUnavailable,
@@ -35,12 +34,13 @@ from chat.broker import (
     user_channel,
 )
 from chat.db import driver_trip, is_disconnect
-from chat.events import Cursor
-from chat.fragments import MessageFragments
+from chat.html_cache import MessageFragments
 from chat.models import Attachment, Membership, Message, Room, User
+from chat.sse import Cursor
 from chat.storage import MediaStorage
+from chat.uploads import Upload, prepare
 
-log = structlog.get_logger("chat.messages")
+log = structlog.get_logger("chat.message_path")
 
 REPLAY_BATCH = 500
 # How much of a message a browser notification shows.
@@ -145,12 +145,12 @@ class MessagePath:
 
     def frame(self, message: Message, cursor: Cursor) -> bytes:
         """A new message, as it stands now."""
-        return events.encode("message", self.render(message), id=cursor)
+        return sse.encode("message", self.render(message), id=cursor)
 
     def change_frame(self, message: Message, cursor: Cursor) -> bytes:
         """A message the client already has, as it stands now."""
         kind = "delete" if message.is_deleted else "edit"
-        return events.encode(kind, self.render(message), id=cursor)
+        return sse.encode(kind, self.render(message), id=cursor)
 
     async def post(
         self,
@@ -429,7 +429,7 @@ class RoomStream:
         async with self.path.broker.subscribe(
             self._channel, own, on_overflow=self._cut_off
         ) as subscription:
-            yield events.RETRY_FRAME
+            yield sse.RETRY_FRAME
             async for frame in self._replay():
                 yield frame
             if self.write_now is not None:
@@ -443,7 +443,7 @@ class RoomStream:
                     if self._ends(payload):
                         return
                     continue
-                cursor = events.cursor_of(payload)
+                cursor = sse.cursor_of(payload)
                 if cursor is None:  # typing, presence: not part of the history
                     yield payload
                     continue
@@ -456,11 +456,11 @@ class RoomStream:
         not for the client); False to queue it for `frames()`."""
         if channel != self._channel:
             return not self._ends(payload)
-        cursor = events.cursor_of(payload)
+        cursor = sse.cursor_of(payload)
         if cursor is None:
             return self.write_now(payload)  # type: ignore[misc]
         sent = self.sent
-        is_message = events.is_message(payload)
+        is_message = sse.is_message(payload)
         if is_message and cursor.seq == sent.seq + 1 and cursor.change == sent.change:
             # The usual case, once per subscriber of a busy room: what `order` and
             # `_after` decide for it (NEXT; the client then has the frame's cursor).
@@ -508,7 +508,7 @@ class RoomStream:
         now = Cursor(max(sent.seq, cursor.seq), cursor.change)
         if cursor.seq < now.seq:
             # The client must not come back asking for messages it already has.
-            return now, frame + events.cursor_frame(now)
+            return now, frame + sse.cursor_frame(now)
         return now, frame
 
     async def _live(self, frame: bytes, cursor: Cursor) -> AsyncIterator[bytes]:
@@ -516,7 +516,7 @@ class RoomStream:
         reach the broker out of order (two posts racing); the gap is always in the
         database by then, because numbers are handed out under the room's lock and
         each is committed before the next exists."""
-        is_message = events.is_message(frame)
+        is_message = sse.is_message(frame)
         order = self.order(cursor, is_message)
         if order is Order.SENT:
             return

@@ -203,7 +203,7 @@
     });
   }
 
-  // The stream's cursor: "SEQ" or "SEQ.CHANGE" (chat/events.py). The page has every
+  // The stream's cursor: "SEQ" or "SEQ.CHANGE" (chat/sse.py). The page has every
   // message up to lastSeq() and every change up to lastChange.
   var lastChange = 0;
   function cursorOf(id) {

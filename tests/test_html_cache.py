@@ -1,4 +1,4 @@
-"""Kept message HTML (chat/fragments.py): a page renders the messages it has not kept
+"""Kept message HTML (chat/html_cache.py): a page renders the messages it has not kept
 from plain rows (Message.contents), the stream frames and POST replies from the model.
 Both must give the same bytes, or a page and a live tab would show a message apart."""
 
@@ -9,9 +9,9 @@ import pytest
 from jinja2 import DictLoader, Environment, UndefinedError
 
 from chat.db import in_one_trip
-from chat.events import Cursor
-from chat.fragments import KeptItems, csrf_field
+from chat.html_cache import KeptItems, csrf_field
 from chat.models import Message, User
+from chat.sse import Cursor
 from tests.support import PASSWORD, Person
 from tests.test_attachments import png, send
 from tests.test_message_changes import edit, message_path

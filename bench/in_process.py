@@ -261,7 +261,7 @@ def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
 async def history(bench: Bench) -> dict[str, list[float]]:
     """Random rooms and places in their history. A page of messages nobody has opened
     since the server started renders them (a permalink, an older fragment), the same
-    page again is served from the kept HTML (chat/fragments.py): both are timed."""
+    page again is served from the kept HTML (chat/html_cache.py): both are timed."""
     labels = ("room page", "permalink", "permalink, again", "older fragment")
     timings: dict[str, list[float]] = {label: [] for label in labels}
     for _ in range(bench.requests):

@@ -10,13 +10,14 @@ Revises: 365d55824670
 Create Date: 2026-11-27 10:00:00
 
 """
+
 from collections.abc import Sequence
 
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = 'a1c0search0001'
-down_revision: str | Sequence[str] | None = '365d55824670'
+revision: str = "a1c0search0001"
+down_revision: str | Sequence[str] | None = "365d55824670"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,68 @@
+"""Tables and the behaviour that belongs to them, one module per resource.
+
+Authorization is done by scoping: a private room is only ever loaded through the
+viewer's membership, so a room you may not see is simply not found.
+
+Importing this package defines every table (in dependency order) and the search index
+that the database keeps beside `messages`.
+"""
+
+from chat.models.attachments import THUMBNAIL_BOX, Attachment, size_text
+from chat.models.base import MAX_ID, Base, UTCDateTime, utcnow
+from chat.models.listing import listed_for
+from chat.models.message_rows import (
+    QUOTE_CHARS,
+    MessageContent,
+    MessageHead,
+    MessageVersion,
+    Quote,
+    excerpt_of,
+    group_reactions,
+)
+from chat.models.messages import (
+    HAS_LINK_SQL,
+    Mention,
+    Message,
+    MessageGone,
+    NotYours,
+    Reaction,
+)
+from chat.models.rooms import Listed, Member, Membership, NotDirectable, Role, Room, RoomKind
+from chat.models.search_index import SEARCH_INDEX_DDL, SEARCH_INDEX_OBJECTS
+from chat.models.sessions import AuthSession
+from chat.models.users import User
+
+__all__ = [
+    "HAS_LINK_SQL",
+    "MAX_ID",
+    "QUOTE_CHARS",
+    "SEARCH_INDEX_DDL",
+    "SEARCH_INDEX_OBJECTS",
+    "THUMBNAIL_BOX",
+    "Attachment",
+    "AuthSession",
+    "Base",
+    "Listed",
+    "Member",
+    "Membership",
+    "Mention",
+    "Message",
+    "MessageContent",
+    "MessageGone",
+    "MessageHead",
+    "MessageVersion",
+    "NotDirectable",
+    "NotYours",
+    "Quote",
+    "Reaction",
+    "Role",
+    "Room",
+    "RoomKind",
+    "UTCDateTime",
+    "User",
+    "excerpt_of",
+    "group_reactions",
+    "listed_for",
+    "size_text",
+    "utcnow",
+]

@@ -1,0 +1,305 @@
+"""Rooms, direct conversations and memberships.
+
+Authorization is done by scoping: a private room is only ever loaded through the
+viewer's membership, so a room you may not see is simply not found.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    String,
+    and_,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import (
+    Mapped,
+    Session,
+    mapped_column,
+)
+from sqlalchemy.sql import Select
+
+from chat.models.base import ROOM, VIEWER, Base, UTCDateTime, utcnow
+from chat.models.users import User
+from chat.sse import Cursor
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    MEMBER = "member"
+
+
+class Listed(NamedTuple):
+    """A room in the viewer's room list: a direct conversation is titled by the other
+    person's name."""
+
+    id: int
+    title: str
+    is_private: bool
+    is_direct: bool
+    unread: int
+    mentions: int  # unread messages that mention the viewer
+
+
+class Member(NamedTuple):
+    """A room's member as its member list shows them: plain rows, not ORM objects,
+    because a room page lists every member (hundreds, in a big room)."""
+
+    id: int
+    username: str
+    is_owner: bool
+
+
+class RoomKind(enum.StrEnum):
+    ROOM = "room"
+    # A private conversation of exactly two people, made by Room.direct_between.
+    DIRECT = "direct"
+
+
+class NotDirectable(ValueError):
+    """No direct conversation is possible with that person (yourself)."""
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    is_private: Mapped[bool] = mapped_column(default=False)
+    kind: Mapped[str] = mapped_column(String(10), default=RoomKind.ROOM, server_default="room")
+    # For a direct conversation, "smaller user id:larger user id": its unique index
+    # is what makes two people's racing first messages end up in one room.
+    direct_key: Mapped[str | None] = mapped_column(String(41))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The seq of the newest message; the next message takes last_seq + 1.
+    last_seq: Mapped[int] = mapped_column(default=0)
+    # How many times a message of the room was edited, deleted or reacted to: each
+    # change takes the next number, so a stream can resume after the changes it has.
+    last_change: Mapped[int] = mapped_column(default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.last_seq, self.last_change)
+
+    @classmethod
+    async def change_count(cls, db: AsyncSession, room_id: int) -> int:
+        return await db.scalar(select(cls.last_change).where(cls.id == room_id)) or 0
+
+    @property
+    def visibility(self) -> str:
+        return "private" if self.is_private else "public"
+
+    @property
+    def is_direct(self) -> bool:
+        return self.kind == RoomKind.DIRECT
+
+    @staticmethod
+    def _direct_key(one: User, other: User) -> str:
+        low, high = sorted((one.id, other.id))
+        return f"{low}:{high}"
+
+    @classmethod
+    async def direct_between(
+        cls, db: AsyncSession, viewer: User, other: User, *, create: bool = False
+    ) -> Room | None:
+        """The direct conversation of `viewer` and `other`; with `create`, made (with
+        both memberships) when there is none yet. Two racing creations both end
+        with the one room: the loser's INSERT hits the unique key and reads the
+        winner's."""
+        if viewer.id == other.id:
+            raise NotDirectable("A direct conversation needs someone else.")
+        key = cls._direct_key(viewer, other)
+        room = await db.scalar(select(cls).where(cls.direct_key == key))
+        if room is not None or not create:
+            return room
+        first, second = sorted((viewer, other), key=lambda user: user.id)
+        room = cls(
+            name=f"{first.username} and {second.username}",
+            is_private=True,
+            kind=RoomKind.DIRECT,
+            direct_key=key,
+            created_by_id=viewer.id,
+        )
+        db.add(room)
+        try:
+            await db.flush()
+            # Every direct message is for you: notified like an @mention.
+            db.add_all(
+                Membership(user_id=user.id, room_id=room.id, notify=True)
+                for user in (first, second)
+            )
+            await db.commit()
+        except IntegrityError:
+            await db.rollback()
+            return await db.scalar(select(cls).where(cls.direct_key == key))
+        return room
+
+    def title_for(self, members: Sequence[Member], viewer: User) -> str:
+        """What the viewer calls this room: a direct conversation is named by the
+        other person."""
+        if self.is_direct:
+            for member in members:
+                if member.id != viewer.id:
+                    return member.username
+        return self.name
+
+    @classmethod
+    async def create(cls, db: AsyncSession, creator: User, name: str, *, is_private: bool) -> Room:
+        room = cls(name=name, is_private=is_private, created_by_id=creator.id)
+        db.add(room)
+        await db.flush()
+        db.add(Membership(user_id=creator.id, room_id=room.id, role=Role.OWNER))
+        await db.commit()
+        return room
+
+    @classmethod
+    def visible_to(
+        cls, db: Session, user: User, room_id: int
+    ) -> tuple[Room, Membership | None] | None:
+        """The room and the viewer's membership; None for a room that does not exist
+        and, identically, for a private room the viewer is not in. Synchronous: every
+        request about a room asks it first, in one trip (chat.db.in_one_trip)."""
+        row = db.execute(_VISIBLE_ROOM, {"room": room_id, "viewer": user.id}).first()
+        return None if row is None else (row[0], row[1])
+
+    @classmethod
+    def readable_by(cls, user: User) -> Select[tuple[int]]:
+        """The ids of every room `user` may read: public rooms and the rooms they are in
+        (the same rule as `visible_to`, for queries across rooms such as search)."""
+        is_member = exists().where(Membership.room_id == cls.id, Membership.user_id == user.id)
+        return select(cls.id).where(or_(~cls.is_private, is_member))
+
+    @classmethod
+    async def of_member(
+        cls, db: AsyncSession, user: User, kind: RoomKind | None = None
+    ) -> list[tuple[Room, Membership]]:
+        """The rooms `user` is in (only those of `kind` when given)."""
+        query = (
+            select(cls, Membership)
+            .join(Membership, Membership.room_id == cls.id)
+            .where(Membership.user_id == user.id)
+            .order_by(func.lower(cls.name), cls.id)
+        )
+        if kind is not None:
+            query = query.where(cls.kind == kind)
+        return [(room, membership) for room, membership in await db.execute(query)]
+
+    @classmethod
+    def joinable_by(cls, db: Session, user: User) -> list[Room]:
+        is_member = exists().where(Membership.room_id == cls.id, Membership.user_id == user.id)
+        rows = db.scalars(
+            select(cls).where(~cls.is_private, ~is_member).order_by(func.lower(cls.name), cls.id)
+        )
+        return list(rows)
+
+    def members(self, db: Session) -> list[Member]:
+        return list(map(Member._make, db.connection().execute(_MEMBERS, {"room": self.id})))
+
+    async def add_member(self, db: AsyncSession, user: User, role: Role = Role.MEMBER) -> bool:
+        """Make `user` a member; False when they already were."""
+        db.add(Membership(user_id=user.id, room_id=self.id, role=role, last_read_seq=self.last_seq))
+        try:
+            await db.commit()
+        except IntegrityError:
+            await db.rollback()
+            return False
+        return True
+
+    async def remove_member(self, db: AsyncSession, user_id: int) -> bool:
+        result = await db.execute(
+            Membership.__table__.delete().where(
+                Membership.room_id == self.id, Membership.user_id == user_id
+            )
+        )
+        await db.commit()
+        return result.rowcount > 0
+
+
+Index("uq_rooms_direct_key", Room.direct_key, unique=True)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(10), default=Role.MEMBER)
+    # Everything up to this seq has been seen; unread = room.last_seq - last_read_seq.
+    last_read_seq: Mapped[int] = mapped_column(default=0)
+    # A browser notification for every message here, not only for @mentions.
+    notify: Mapped[bool] = mapped_column(default=False, server_default=false())
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == Role.OWNER
+
+    def mark_read(self, db: Session, seq: int) -> bool:
+        """Advance (never rewind) the read marker; True when it moved."""
+        if self.last_read_seq >= seq:
+            # The stored marker only moves forward, so it is past `seq` too: skip the
+            # write (and, on SQLite, the database-wide write lock) on every page view.
+            return False
+        result = db.execute(
+            update(Membership)
+            .where(
+                Membership.user_id == self.user_id,
+                Membership.room_id == self.room_id,
+                Membership.last_read_seq < seq,
+            )
+            .values(last_read_seq=seq)
+        )
+        db.commit()
+        self.last_read_seq = max(self.last_read_seq, seq)
+        return result.rowcount > 0
+
+    async def set_notify(self, db: AsyncSession, notify: bool) -> None:
+        await db.execute(
+            update(Membership)
+            .where(Membership.user_id == self.user_id, Membership.room_id == self.room_id)
+            .values(notify=notify)
+        )
+        await db.commit()
+        self.notify = notify
+
+    @classmethod
+    async def users_named(cls, db: AsyncSession, room_id: int, names: set[str]) -> list[User]:
+        """The members of the room whose lower-cased usernames are in `names`."""
+        rows = await db.scalars(
+            select(User)
+            .join(cls, cls.user_id == User.id)
+            .where(cls.room_id == room_id, func.lower(User.username).in_(names))
+        )
+        return list(rows)
+
+
+_VISIBLE_ROOM = (
+    select(Room, Membership)
+    .outerjoin(Membership, and_(Membership.room_id == Room.id, Membership.user_id == VIEWER))
+    .where(Room.id == ROOM, or_(~Room.is_private, Membership.user_id.is_not(None)))
+)
+
+_MEMBERS = (
+    select(User.id, User.username, Membership.role == Role.OWNER)
+    .join(Membership, Membership.user_id == User.id)
+    .where(Membership.room_id == ROOM)
+    .order_by(func.lower(User.username))
+)
