@@ -2,20 +2,28 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint chromium clean
+.PHONY: install run test lint bench chromium wrk clean
 
-install: $(STAMP)
-
-# Re-installs only when pyproject.toml changes; `pip install -e` is idempotent anyway.
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# One stamp per set of extras, redone when pyproject.toml changes: a venv that `make run`
+# made (the runtime only) still gets the test extras on `make test`.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	touch $(STAMP)
 
-run: install
+$(VENV)/.installed-runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# .installed-test or .installed-bench (the test extra includes bench: its smoke runs are tests).
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$*]'
+	touch $@
+
+# A developer's venv: everything the tests and benchmarks use.
+install: $(VENV)/.installed-test
+
+run: $(VENV)/.installed-runtime
 	$(BIN)/chat db upgrade
 	$(BIN)/chat serve
 
@@ -23,14 +31,22 @@ run: install
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
 
+# `chat bench http` loads the server with Debian's wrk.
+wrk:
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # Two workers: most tests wait on a server, Chromium or the network, not on a core.
 # worksteal evens out the long tests (chaos, benchmarks' smoke runs, browser journeys).
-test: install chromium
+test: lint chromium wrk
 	$(BIN)/pytest -n 2 --dist worksteal
 
-lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check chat tests
+# Ready to run `chat bench SCENARIO` (docs/performance.md).
+bench: $(VENV)/.installed-bench wrk
+	@$(BIN)/chat bench --help | head -n 3
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,12 +1,13 @@
 """`chat seed` and `chat bench SCENARIO` (also `python -m bench ...`): the parsers and
 what each runs. `chat.cli` hands these commands here without importing this package
-for any other command."""
+for any other command, and `chat seed` imports nothing beyond the runtime."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from chat.settings import Settings
 
@@ -19,10 +20,10 @@ def _positive(value: str) -> int:
 
 
 def seed(args: argparse.Namespace) -> int:
-    from bench import in_process
+    from bench.seed import seed
 
     asyncio.run(
-        in_process.seed(
+        seed(
             Settings.from_env().database_url,
             rooms=args.rooms,
             users=args.users,
@@ -33,11 +34,22 @@ def seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    from bench import in_process, load
+def live_scenarios() -> dict:  # name -> bench.report.Scenario
+    from bench import live
 
-    if args.scenario in load.SCENARIOS:
-        load.main(args.scenario, args)
+    return dict(live.SCENARIOS)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from bench import in_process, live, report
+
+    if args.broker is None:  # several workers share their messages through Redis
+        wide = args.backend == "postgres" or max(args.workers) > 1
+        args.broker = "redis" if wide else "memory"
+    scenarios = live_scenarios()
+    if args.scenario in scenarios:
+        live.defaults(args.scenario, args)
+        report.run(args.scenario, scenarios[args.scenario], args)
         return 0
     in_process.main(args.scenario, username=args.user, requests=args.requests)
     return 0
@@ -55,18 +67,39 @@ def add_seed_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
-    from bench import in_process, load
+    from bench import in_process, live
 
-    scenarios = {**in_process.SCENARIOS, **load.SCENARIOS}
+    scenarios = {
+        **{name: about for name, (about, _) in in_process.SCENARIOS.items()},
+        **{name: scenario.about for name, scenario in live_scenarios().items()},
+    }
     parser = commands.add_parser("bench", help="measure a scenario")
     parser.add_argument(
         "scenario",
         choices=sorted(scenarios),
-        help="; ".join(f"{name}: {about}" for name, (about, _) in sorted(scenarios.items())),
+        help="; ".join(f"{name}: {about}" for name, about in sorted(scenarios.items())),
     )
-    parser.add_argument("--requests", type=_positive, default=200, help="per measurement")
-    parser.add_argument("--user", default="user00001", help="a seeded account")
-    load.add_arguments(parser)
+    group = parser.add_argument_group("in-process scenarios (history, search)")
+    group.add_argument("--requests", type=_positive, default=200, help="per measurement")
+    group.add_argument("--user", default="user00001", help="a seeded account")
+    group = parser.add_argument_group("every live-server scenario")
+    group.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    group.add_argument(
+        "--broker",
+        choices=["memory", "redis"],
+        help="default: memory with sqlite and one worker, redis otherwise",
+    )
+    group.add_argument(
+        "--workers",
+        type=_positive,
+        nargs="+",
+        default=[1],
+        help="`chat serve --workers N`; several counts take turns (http, fanout, posts)",
+    )
+    group.add_argument("--seconds", type=float, default=10.0, help="per round or step")
+    group.add_argument("--rounds", type=int, default=3, help="turns each")
+    group.add_argument("--output", type=Path, default=Path("bench-results"))
+    live.add_arguments(parser)
     parser.set_defaults(run=run_bench)
 
 

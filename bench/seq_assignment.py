@@ -24,7 +24,7 @@ import time
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bench.load import database
+from bench.servers import database
 from chat.db import create_engine, create_sessionmaker
 from chat.models import Base, Membership, Message, Room, User
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from sse_starlette import ServerSentEvent
 
-from bench.load import ChunkedDecoder, Event, SocketIOStream, SSEParser, subscribe
+from bench.driver import subscribe
+from bench.protocol import ChunkedDecoder, Event, SocketIOStream, SSEParser
 from chat import sse
 from tests.support import ROOT
 
@@ -172,10 +173,10 @@ def test_posts_steps_up_the_offered_rate(tmp_path: Path) -> None:
         "--seconds", "1", "--p99-limit-ms", "10000",
     )  # fmt: skip
 
-    steps = result["app"]["steps"]
+    steps = result["targets"]["app"]["steps"]
     assert [step["offered_per_s"] for step in steps] == [10, 20]
     assert all(step["failed"] == 0 and step["p50_ms"] > 0 for step in steps)
-    assert result["app"]["max_sustained_posts_per_s"] == 20
+    assert result["targets"]["app"]["max_sustained_posts_per_s"] == 20
 
 
 def test_idle_measures_memory_per_stream_on_app_and_baselines(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 from sqlalchemy import select
 
-from bench.load import ChunkedDecoder, Event, SSEParser
+from bench.protocol import ChunkedDecoder, Event, SSEParser
 from chat import sse
 from chat.app import create_app
 from chat.broker import MemoryBroker, SubscriptionOverflow, room_channel, user_channel

@@ -20,7 +20,7 @@ import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 
-from bench.load import ChunkedDecoder, Event, SSEParser
+from bench.protocol import ChunkedDecoder, Event, SSEParser
 from chat import sse
 from chat.app import create_app
 from chat.cli import UVICORN_OPTIONS
