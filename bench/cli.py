@@ -35,9 +35,9 @@ def seed(args: argparse.Namespace) -> int:
 
 
 def live_scenarios() -> dict:  # name -> bench.report.Scenario
-    from bench import live
+    from bench import http, live
 
-    return dict(live.SCENARIOS)
+    return {**live.SCENARIOS, "http": http.SCENARIO}
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -49,8 +49,8 @@ def run_bench(args: argparse.Namespace) -> int:
     scenarios = live_scenarios()
     if args.scenario in scenarios:
         live.defaults(args.scenario, args)
-        report.run(args.scenario, scenarios[args.scenario], args)
-        return 0
+        result = report.run(args.scenario, scenarios[args.scenario], args)
+        return 1 if result.get("problems") else 0
     in_process.main(args.scenario, username=args.user, requests=args.requests)
     return 0
 
@@ -67,7 +67,7 @@ def add_seed_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
-    from bench import in_process, live
+    from bench import http, in_process, live
 
     scenarios = {
         **{name: about for name, (about, _) in in_process.SCENARIOS.items()},
@@ -100,6 +100,7 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--rounds", type=int, default=3, help="turns each")
     group.add_argument("--output", type=Path, default=Path("bench-results"))
     live.add_arguments(parser)
+    http.add_arguments(parser)
     parser.set_defaults(run=run_bench)
 
 

@@ -207,15 +207,19 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, raw: bytes) -> int:
+        return (await self.exchange(raw))[0]
+
+    async def exchange(self, raw: bytes) -> tuple[int, bytes]:
+        """The response's status and body."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-        await self.reader.readexactly(int(length[1]) if length else 0)
+        body = await self.reader.readexactly(int(length[1]) if length else 0)
         if re.search(rb"(?i)\r\nconnection: *close", head):
             self.close()
-        return int(head[9:12])
+        return int(head[9:12]), body
 
     def close(self) -> None:
         if self.writer is not None:

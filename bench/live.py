@@ -180,10 +180,6 @@ def publish_request(body: str) -> bytes:
     return http_request("POST", "/publish", body=body.encode())
 
 
-def app_name(workers: int) -> str:
-    return "app" if workers == 1 else f"app-{workers}w"
-
-
 async def fanout(options) -> dict[str, object]:
     """One room, S subscribers, R messages/s; the app (with each --workers count) and the
     baselines take turns."""
@@ -196,13 +192,15 @@ async def fanout(options) -> dict[str, object]:
             room_id, members = next(iter(app.rooms.items()))
             deliveries = Deliveries()
             subscribers = await subscribe_all(
-                f"{app_name(workers)} streams",
+                f"{report.app_name(workers)} streams",
                 app.server.port,
                 [app.stream_request(room_id, member) for member in members],
                 deliveries.on_event,
             )
             publish = functools.partial(app.post_request, room_id, members[0])
-            targets.append(Target(app_name(workers), app.server, subscribers, deliveries, publish))
+            targets.append(
+                Target(report.app_name(workers), app.server, subscribers, deliveries, publish)
+            )
         apps = list(targets)
         for baseline, server in await stack.enter_async_context(running_baselines()):
             deliveries = Deliveries()
@@ -377,7 +375,7 @@ async def posts(options) -> dict[str, object]:
             await warm_up(app)
             posters = Posters(app.server.port, options.connections)
             stack.push_async_callback(posters.close)
-            searches[app_name(workers)] = PostSteps(app, posters, options.start_rate)
+            searches[report.app_name(workers)] = PostSteps(app, posters, options.start_rate)
         for step in range(options.steps):
             for name, search in searches.items():
                 if search.found:

@@ -31,6 +31,11 @@ class Scenario:
     plot: Callable[[Result, object], None]  # (result, matplotlib Axes)
 
 
+def app_name(workers: int) -> str:
+    """The app's name in a result: `app`, or `app-2w` with two workers."""
+    return "app" if workers == 1 else f"app-{workers}w"
+
+
 def _ratio(app: float, baseline: float, higher_is_better: bool) -> str:
     if not app or not baseline or math.isnan(app) or math.isnan(baseline):
         return "-"
