@@ -35,9 +35,9 @@ def seed(args: argparse.Namespace) -> int:
 
 
 def live_scenarios() -> dict:  # name -> bench.report.Scenario
-    from bench import http, live
+    from bench import capacity, http, live
 
-    return {**live.SCENARIOS, "http": http.SCENARIO}
+    return {**live.SCENARIOS, "http": http.SCENARIO, "capacity": capacity.SCENARIO}
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ def add_seed_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
-    from bench import http, in_process, live
+    from bench import capacity, http, in_process, live
 
     scenarios = {
         **{name: about for name, (about, _) in in_process.SCENARIOS.items()},
@@ -101,6 +101,7 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--output", type=Path, default=Path("bench-results"))
     live.add_arguments(parser)
     http.add_arguments(parser)
+    capacity.add_arguments(parser)
     parser.set_defaults(run=run_bench)
 
 

@@ -184,17 +184,23 @@ async def subscribe_all(
     *,
     at_once: int = 64,
 ) -> list[Subscriber]:
-    """Open every stream, `at_once` connecting at a time, with a progress line."""
+    """Open every stream, `at_once` connecting at a time, with a progress line; the
+    streams in the order of `requests`. `on_event` is one callback for all, or a list
+    of one per request."""
     gate = asyncio.Semaphore(at_once)
-    opened: list[Subscriber] = []
+    handlers = on_event if isinstance(on_event, list) else [on_event] * len(requests)
+    opened: list[Subscriber | None] = [None] * len(requests)
+    done = 0
 
-    async def one(request: bytes) -> None:
+    async def one(index: int) -> None:
+        nonlocal done
         async with gate:
-            opened.append(await subscribe(port, request, on_event, body))
-            if len(opened) % 100 == 0 or len(opened) == len(requests):
-                progress(label, len(opened), len(requests))
+            opened[index] = await subscribe(port, requests[index], handlers[index], body)
+            done += 1
+            if label and (done % 100 == 0 or done == len(requests)):
+                progress(label, done, len(requests))
 
-    await asyncio.gather(*(one(request) for request in requests))
+    await asyncio.gather(*(one(index) for index in range(len(requests))))
     return opened
 
 
@@ -235,6 +241,7 @@ class Posters:
         self.queue: asyncio.Queue[tuple[bytes, float, Callable[[int, float], None]]] = (
             asyncio.Queue()
         )
+        self.busy = 0  # requests sent and not yet answered
         self.workers = [asyncio.create_task(self._work(Connection(port))) for _ in range(size)]
 
     def send(self, raw: bytes, intended: float, done: Callable[[int, float], None]) -> None:
@@ -244,14 +251,24 @@ class Posters:
         try:
             while True:
                 raw, intended, done = await self.queue.get()
+                self.busy += 1
                 try:
                     status = await connection.request(raw)
                 except (OSError, asyncio.IncompleteReadError):
                     connection.close()
                     status = 0
+                self.busy -= 1
                 done(status, time.perf_counter() - intended)
         finally:
             connection.close()
+
+    async def drained(self, within: float) -> None:
+        """Waits (up to `within` seconds) until every request sent has its answer."""
+        deadline = time.perf_counter() + within
+        while self.queue.qsize() or self.busy:
+            if time.perf_counter() > deadline:
+                return
+            await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         for worker in self.workers:

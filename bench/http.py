@@ -87,20 +87,6 @@ async def seed_and_sign_in(db: AppDatabase, options) -> tuple[Member, int]:
     return member, direct_id
 
 
-async def room_last_seqs(db: AppDatabase) -> dict[int, int]:
-    from sqlalchemy import select
-
-    from chat.db import create_engine
-    from chat.models import Room
-
-    engine = create_engine(db.url)
-    try:
-        async with engine.connect() as connection:
-            return dict((await connection.execute(select(Room.id, Room.last_seq))).all())
-    finally:
-        await engine.dispose()
-
-
 async def search_hits(db: AppDatabase, port: int, member: Member, query: str) -> list[str]:
     """The first results page of `query`, as permalinks, each checked in SQL to be a
     message holding the word: what every timed answer must list too."""
@@ -148,7 +134,7 @@ async def rows(db: AppDatabase, server: Server, member: Member, direct_id: int, 
                 raise RuntimeError(f"posting to the direct conversation answered {status}")
     finally:
         connection.close()
-    last = await room_last_seqs(db)
+    last = await db.last_seqs()
     room, before = 1, max(2, last[1] // 2)
     hits = await search_hits(db, port, member, options.query)
     newest = last[room]

@@ -246,14 +246,22 @@ async def database(backend: str) -> AsyncIterator[str]:
 async def populate(
     database_url: str, secret_key: str, rooms: int, members: int
 ) -> dict[int, list[Member]]:
-    """Insert the rows that signing up, creating a room and joining it make, and sign
-    everyone in."""
+    """`rooms` rooms of `members` members each."""
+    return await populate_rooms(database_url, secret_key, [members] * rooms)
+
+
+async def populate_rooms(
+    database_url: str, secret_key: str, sizes: list[int]
+) -> dict[int, list[Member]]:
+    """A room of each size, each member in that room alone: the rows that signing up,
+    creating a room and joining it make; everyone signed in."""
     from sqlalchemy import insert, select
 
     from chat.db import create_engine
     from chat.models import Membership, Room, User
 
-    count = rooms * members
+    count = sum(sizes)
+    starts = [sum(sizes[:n]) for n in range(len(sizes))]
     engine = create_engine(database_url)
     async with engine.begin() as db:
         await db.execute(
@@ -264,23 +272,23 @@ async def populate(
         await db.execute(
             insert(Room),
             [
-                {"name": f"bench-{n}", "is_private": False, "created_by_id": user_ids[n * members]}
-                for n in range(rooms)
+                {"name": f"bench-{n}", "is_private": False, "created_by_id": user_ids[start]}
+                for n, start in enumerate(starts)
             ],
         )
         room_ids = list(await db.scalars(select(Room.id).order_by(Room.id)))
         await db.execute(
             insert(Membership),
             [
-                {"user_id": user_ids[r * members + m], "room_id": room_id, "role": "member"}
+                {"user_id": user_ids[starts[r] + m], "room_id": room_id, "role": "member"}
                 for r, room_id in enumerate(room_ids)
-                for m in range(members)
+                for m in range(sizes[r])
             ],
         )
     await engine.dispose()
     signed_in = await sign_in(database_url, secret_key, user_ids)
     return {
-        room_id: signed_in[r * members : (r + 1) * members] for r, room_id in enumerate(room_ids)
+        room_id: signed_in[starts[r] : starts[r] + sizes[r]] for r, room_id in enumerate(room_ids)
     }
 
 
@@ -337,6 +345,20 @@ class AppDatabase:
     url: str
     secret_key: str
     env: dict[str, str]
+
+    async def last_seqs(self) -> dict[int, int]:
+        """Each room's newest seq."""
+        from sqlalchemy import select
+
+        from chat.db import create_engine
+        from chat.models import Room
+
+        engine = create_engine(self.url)
+        try:
+            async with engine.connect() as connection:
+                return dict((await connection.execute(select(Room.id, Room.last_seq))).all())
+        finally:
+            await engine.dispose()
 
     async def start(self, name: str = "app", workers: int = 1) -> Server:
         """`chat serve --workers N` on it: pinned to core 0 with one worker; with more,

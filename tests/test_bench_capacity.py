@@ -1,0 +1,48 @@
+"""`chat bench capacity`: a toy crowd posts, types, reads, reconnects and opens pages,
+and every room stream sees its room's every message once, in order."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.capacity import room_sizes
+from tests.support import ROOT
+
+
+def test_rooms_are_a_few_large_and_many_small_and_hold_everyone() -> None:
+    sizes = room_sizes(10_000)
+
+    assert len(sizes) == 50 and sum(sizes) == 10_000
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[0] > 10 * sizes[-1] and min(sizes) >= 2
+    assert sum(room_sizes(7)) == 7
+
+
+def test_a_toy_crowd_gets_every_message_once_across_reconnects(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "chat", "bench", "capacity", "--output", str(tmp_path)),
+            *("--people", "24", "--max-people", "24", "--seconds", "6"),
+            # Busy people, so that six seconds hold every kind of act; limits a loaded
+            # machine meets: this run checks what is delivered, not how fast.
+            *("--posts-per-minute", "20", "--pages-per-minute", "10"),
+            *("--reconnects-per-minute", "10", "--visible", "0.5"),
+            *("--receive-p99-ms", "60000", "--page-p99-ms", "60000"),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    (result_file,) = tmp_path.glob("capacity-*.json")
+    assert result_file.with_suffix(".png").stat().st_size > 0
+    (step,) = json.loads(result_file.read_text())["steps"]
+
+    assert step["errors"] == {}
+    assert step["passed"] and step["people"] == 24
+    for kind in ("post", "typing", "page", "read"):
+        assert step["requests"][kind] > 0, kind
+    assert step["receive"]["n"] > step["requests"]["post"]  # each post reaches its room
+    assert step["rooms_page_events"] > 0
+    assert step["kib_per_person"] > 0
