@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import resource
 import shutil
 import statistics
 import time
@@ -158,6 +157,9 @@ async def run_wrk(
     post_prefix: str = "",
 ) -> dict[str, object]:
     """One wrk run of `row`; its figures, counts and CPU share."""
+    import json
+    import resource  # Unix only: asked here, not at import
+
     env = {
         **os.environ,
         "BENCH_METHOD": row.method,
@@ -186,7 +188,6 @@ async def run_wrk(
     found = re.search(r"^BENCH (\{.*\})$", text, re.M)
     if process.returncode != 0 or found is None:
         raise RuntimeError(f"wrk failed ({process.returncode}): {err.decode()[-2000:]}{text}")
-    import json
 
     figures = json.loads(found[1])
     first_bad = re.search(r"^BENCH-FIRST-BAD (.*)$", text, re.M)
