@@ -88,7 +88,7 @@ class Server:
                 stderr=log_file,
             )
         pin(self.process.pid, self.cores)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts slowly
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
