@@ -13,9 +13,10 @@ Every room stream must see its room's seqs one by one (nothing skipped or double
 across reconnects), every request must succeed, and every post must reach every
 member by the end. A step passes with p99 post→receive ≤ --receive-p99-ms (timed by
 the kernel's receive timestamps, from the post's intended send time), p99 page ≤
---page-p99-ms and no errors. N doubles from --people while steps pass, then halves the
-gap --bisect times: the largest passing N is the capacity. Each step is a fresh server
-and database; server memory per person is its RSS growth while everyone connects.
+--page-p99-ms and no errors. N doubles from --people while steps pass (or halves while
+they fail), then the gap is halved --bisect times: the largest passing N is the
+capacity. Each step is a fresh server and database; server memory per person is its
+RSS growth while everyone connects.
 
 The driver holds each stream as a raw socket parsed incrementally (bench/driver.py),
 so one core keeps 10,000+ people; its CPU share and read-vs-arrival lag are reported.
@@ -41,6 +42,7 @@ from bench.stats import latency_summary, percentile
 ROOMS = 50
 MARKER = re.compile(r"capacity (\d+) end")
 SEARCH_WORDS = ("capacity", "end", "release", "deploy")
+MIN_PEOPLE = 4
 TYPING_EVERY = 1.5  # seconds between one person's typing pings
 
 
@@ -139,13 +141,13 @@ class Crowd:
 
     async def connect(self, people: list[Person], label: str) -> None:
         rooms = await subscribe_all(
-            f"{label} room streams",
+            label and f"{label} room streams",
             self.port,
             [self.room_request(person) for person in people],
             [functools.partial(self.on_room_event, person) for person in people],
         )
         users = await subscribe_all(
-            f"{label} rooms-page streams",
+            label and f"{label} rooms-page streams",
             self.port,
             [self.user_request(person) for person in people],
             self.on_user_event,
@@ -338,16 +340,17 @@ async def step(options, people: int) -> dict[str, object]:
 
 
 async def measure(options) -> dict[str, object]:
-    steps: list[dict[str, object]] = []
-    people = options.people
-    while people <= options.max_people:  # double while it holds
+    steps = [await step(options, options.people)]
+    # Double while it holds, or halve while it does not, until the result flips.
+    factor = 2 if steps[0]["passed"] else 0.5
+    people = round(options.people * factor)
+    while MIN_PEOPLE <= people <= options.max_people:
         steps.append(await step(options, people))
-        if not steps[-1]["passed"]:
+        if steps[-1]["passed"] != steps[0]["passed"]:
             break
-        people *= 2
-    passing = [s["people"] for s in steps if s["passed"]]
-    failing = [s["people"] for s in steps if not s["passed"]]
-    low, high = max(passing, default=0), min(failing, default=0)
+        people = round(people * factor)
+    low = max((s["people"] for s in steps if s["passed"]), default=0)
+    high = min((s["people"] for s in steps if not s["passed"] and s["people"] > low), default=0)
     for _ in range(options.bisect if high else 0):  # then halve the gap
         middle = (low + high) // 2
         if middle in (low, high) or middle < 2:
