@@ -15,6 +15,13 @@ MAX_README_LINES = 250
 LINK = re.compile(r"\[[^\]]*\]\((?!https?:|mailto:)([^)\s#]*)(?:#([^)\s]*))?\)")
 # Files and folders of the repository named in prose: `chat/message_path.py`, chat/models/.
 NAMED_PATH = re.compile(r"(?<![\w/.-])((?:chat|bench|tests|docs)/[\w./-]*[\w/])")
+# Names of code in backticks: `RoomStream`, `Message.post`, `sse.Cursor`, `Order.SENT`.
+CODE_NAME = re.compile(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\(\))?`")
+CAMEL_CASE = re.compile(r"[A-Z][a-z0-9]+[A-Z]\w*")
+# Backticked words that look like code names and are not: the cursor's notation, and names
+# from HTTP and /proc.
+NOT_CODE = {"SEQ.CHANGE", "HttpOnly", "VmRSS"}
+FILE_NAME = re.compile(r"[\w.-]+\.(?:py|md|html|js|css|db|txt|json|png|ini|exe)")
 
 
 def markdown_files() -> list[Path]:
@@ -88,6 +95,38 @@ def test_every_file_a_page_names_exists(page):
         {name for name in NAMED_PATH.findall(read(page)) if not (ROOT / name).exists()}
     )
     assert not missing, f"{page.relative_to(ROOT)} names files that do not exist: {missing}"
+
+
+def names_of_code(markdown: str) -> set[str]:
+    """Class names (`RoomStream`) and dotted names of classes or modules (`Message.post`,
+    `sse.Cursor`) a page mentions; file names and columns (`messages.body`) are not."""
+    modules = {path.stem for path in (ROOT / "chat").glob("*.py")}
+    names = set()
+    for name in CODE_NAME.findall(markdown):
+        parts = name.split(".")
+        if name in NOT_CODE or FILE_NAME.fullmatch(name):
+            continue
+        if CAMEL_CASE.fullmatch(name) or (
+            len(parts) > 1 and (parts[0][0].isupper() or parts[0] in modules)
+        ):
+            names.add(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def words_of_the_code() -> set[str]:
+    sources = [*(ROOT / "chat").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+    return {word for path in sources for word in re.findall(r"\w+", read(path))}
+
+
+@pytest.mark.parametrize("page", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_class_and_method_a_page_names_is_in_the_code(page, words_of_the_code):
+    missing = sorted(
+        name
+        for name in names_of_code(read(page))
+        if not all(part in words_of_the_code for part in name.split("."))
+    )
+    assert not missing, f"{page.relative_to(ROOT)} names code that does not exist: {missing}"
 
 
 @pytest.mark.parametrize("page", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
