@@ -147,6 +147,7 @@ class LiveServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.02)
+        self.stop()  # a server that never answered must not outlive its test
         raise TimeoutError("chat serve did not answer /healthz")
 
     def kill(self) -> None:
