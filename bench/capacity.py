@@ -47,10 +47,12 @@ TYPING_EVERY = 1.5  # seconds between one person's typing pings
 
 
 def room_sizes(people: int, rooms: int = ROOMS) -> list[int]:
-    """`people` spread over `rooms` rooms as 1/rank^0.8, at least two in each."""
-    rooms = min(rooms, max(1, people // 2))
+    """`people` spread over `rooms` rooms (fewer for a small crowd, four a room at
+    least on average): two in each, the rest as 1/rank^0.8."""
+    rooms = max(1, min(rooms, people // 4))
     weights = [1 / rank**0.8 for rank in range(1, rooms + 1)]
-    sizes = [max(2, math.floor(people * weight / sum(weights))) for weight in weights]
+    rest = people - 2 * rooms
+    sizes = [2 + math.floor(rest * weight / sum(weights)) for weight in weights]
     sizes[0] += people - sum(sizes)
     return sizes
 

@@ -207,22 +207,29 @@ async def subscribe_all(
 class Connection:
     """A keep-alive HTTP/1.1 client connection (responses with Content-Length only)."""
 
+    # uvicorn closes a keep-alive connection idle for 5 s; a browser then opens another.
+    IDLE_LIMIT = 4.0
+
     def __init__(self, port: int) -> None:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.used = 0.0
 
     async def request(self, raw: bytes) -> int:
         return (await self.exchange(raw))[0]
 
     async def exchange(self, raw: bytes) -> tuple[int, bytes]:
         """The response's status and body."""
+        if self.writer is not None and time.monotonic() - self.used > self.IDLE_LIMIT:
+            self.close()
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
         body = await self.reader.readexactly(int(length[1]) if length else 0)
+        self.used = time.monotonic()
         if re.search(rb"(?i)\r\nconnection: *close", head):
             self.close()
         return int(head[9:12]), body

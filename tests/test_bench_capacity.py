@@ -18,7 +18,9 @@ def test_rooms_are_a_few_large_and_many_small_and_hold_everyone() -> None:
     assert len(sizes) == 50 and sum(sizes) == 10_000
     assert sizes == sorted(sizes, reverse=True)
     assert sizes[0] > 10 * sizes[-1] and min(sizes) >= 2
-    assert sum(room_sizes(7)) == 7
+    for people in (7, 24, 125, 999):
+        sizes = room_sizes(people)
+        assert sum(sizes) == people and min(sizes) >= 2
 
 
 def test_a_toy_crowd_gets_every_message_once_across_reconnects(tmp_path: Path) -> None:
