@@ -130,9 +130,11 @@ async def run(name: str, settings: Settings, *, username: str, requests: int) ->
     from chat.app import create_app
     from chat.models import Membership, Room, User
 
-    settings = dataclasses.replace(settings, log_level="WARNING")
-    app = create_app(settings)
     base = "http://bench"
+    settings = dataclasses.replace(
+        settings, log_level="WARNING", allowed_hosts=("bench",), rate_limits=False
+    )
+    app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

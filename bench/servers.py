@@ -390,6 +390,8 @@ async def app_database(backend: str, broker: str) -> AsyncIterator[AppDatabase]:
                 "CHAT_BROKER_PREFIX": prefix,
                 # A benchmark offers more than any one person may (docs/configuration.md).
                 "CHAT_RATE_LIMITS": "off",
+                # The load driver's Host, and wrk's (the address it was given).
+                "CHAT_ALLOWED_HOSTS": f"{HOST},127.0.0.1,localhost",
             }
             # `chat db upgrade`, in a thread (Alembic runs its own event loop).
             await asyncio.to_thread(upgrade_database, database_url)

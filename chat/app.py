@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 from jinja2 import BytecodeCache, pass_context
 from jinja2.bccache import Bucket
 from sqlalchemy.exc import DBAPIError
@@ -17,16 +18,17 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect, sqlite_checkpoints
 from chat.html_cache import KeptItems, MessageFragments
+from chat.http_guards import guard_middleware
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.message_path import MessagePath
 from chat.models import size_text
 from chat.presence import create_presence
+from chat.rate_limits import RateLimits
 from chat.routes import routes
 from chat.routes.messages import FreshComposers
 from chat.settings import Settings
@@ -34,47 +36,6 @@ from chat.storage import LocalMediaStorage
 from chat.streams import OpenStreams, StreamHandoverMiddleware
 
 PACKAGE = Path(__file__).resolve().parent
-
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
-SECURITY_HEADERS = [
-    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-    (b"x-frame-options", b"DENY"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
-
-
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                # A response may set its own, stricter policy (attachments do).
-                present = {name.lower() for name, _ in message["headers"]}
-                defaults = [header for header in SECURITY_HEADERS if header[0] not in present]
-                message["headers"] = [*message["headers"], *defaults]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
 
 # The reactions every message offers, named for people who cannot see them.
 REACTION_CHOICES = (
@@ -183,8 +144,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             fragments=app.state.fragments,
             max_chars=settings.max_message_chars,
             storage=LocalMediaStorage(settings.media_dir),
+            image_decodes=anyio.Semaphore(settings.image_decodes),
+            max_image_pixels=settings.max_image_pixels,
         )
         app.state.presence = create_presence(settings, app.state.db, broker)
+        app.state.rate_limits = RateLimits(settings)
         app.state.streams = OpenStreams(
             app.state.presence, settings.heartbeat_seconds, settings.send_timeout_seconds
         )
@@ -205,6 +169,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await app.state.streams.close()
             await app.state.presence.close()
+            await app.state.rate_limits.close()
             await broker.close()
             if checkpoints is not None:  # its last round may use the app's connection
                 await checkpoints.close()
@@ -216,11 +181,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware=[
             Middleware(RequestLogMiddleware),
             Middleware(StreamHandoverMiddleware),
-            Middleware(SecurityHeadersMiddleware),
+            *guard_middleware(settings),
             Middleware(
                 CSRFMiddleware,
                 secret_key=settings.secret_key,
                 max_body_bytes=settings.max_form_bytes,
+                https=settings.https,
             ),
         ],
         exception_handlers={

@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
@@ -20,12 +22,37 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat.db import driver_trip
-from chat.models import MAX_ID, AuthSession, User
+from chat.http_guards import client_address
+from chat.models import MAX_ID, AuthSession, User, utcnow
 from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
 
 SESSION_COOKIE = "chat_session"
 CSRF_COOKIE = "chat_csrf"
+# With CHAT_HTTPS the cookies are Secure and carry this prefix, which browsers only
+# accept from HTTPS, for the whole site, without a Domain: no subdomain can set them.
+SECURE_PREFIX = "__Host-"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A session's last use is written at most this often (each write is a database write).
+TOUCH_SECONDS = 300
+MAX_USER_AGENT = 200
+
+
+def cookie_name(name: str, https: bool) -> str:
+    return SECURE_PREFIX + name if https else name
+
+
+def _set_cookie(
+    request_scheme: str, https: bool, response: Response, name: str, value: str, **extra: Any
+) -> None:
+    response.set_cookie(
+        cookie_name(name, https),
+        value,
+        httponly=True,
+        samesite="lax",
+        secure=https or request_scheme == "https",
+        **extra,
+    )
+
 
 _hasher = PasswordHasher()
 # Verified against when the username is unknown, so both failures take as long.
@@ -77,22 +104,41 @@ def _token_hash(token: str) -> str:
 
 def session_id(auth_session: AuthSession) -> str:
     """A short, non-secret name for a session, used to end its open streams."""
-    return auth_session.token_hash[:16]
+    return auth_session.public_id
 
 
 async def start_session(request: Request, response: Response, user: User) -> None:
+    """Sign `user` in: a new session (expired ones of anyone's are cleaned up now) and
+    a new CSRF secret, so a token seen before signing in is worth nothing after it."""
+    settings = request.app.state.settings
     token = secrets.token_urlsafe(32)
+    agent = "".join(c for c in request.headers.get("user-agent", "") if c.isprintable())
     async with request.app.state.db() as db:
-        db.add(AuthSession(token_hash=_token_hash(token), user_id=user.id))
+        await AuthSession.delete_expired(db, *session_lifetimes(settings))
+        db.add(
+            AuthSession(
+                token_hash=_token_hash(token),
+                user_id=user.id,
+                user_agent=agent[:MAX_USER_AGENT],
+                address=client_address(request),
+            )
+        )
         await db.commit()
-    response.set_cookie(
-        SESSION_COOKIE,
-        _signed(request.app.state.settings.secret_key, "session", token),
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        max_age=60 * 60 * 24 * 30,
+    scheme = request.url.scheme
+    signed = _signed(settings.secret_key, "session", token)
+    _set_cookie(
+        scheme, settings.https, response, SESSION_COOKIE, signed, max_age=_seconds(settings)
     )
+    _set_cookie(scheme, settings.https, response, CSRF_COOKIE, secrets.token_urlsafe(32))
+
+
+def session_lifetimes(settings: Any) -> tuple[timedelta, timedelta]:
+    """How long a session lasts at most, and unused."""
+    return timedelta(days=settings.session_days), timedelta(days=settings.session_idle_days)
+
+
+def _seconds(settings: Any) -> int:
+    return int(settings.session_days * 86400)
 
 
 async def end_session(request: Request, response: Response, auth_session: AuthSession) -> None:
@@ -101,7 +147,29 @@ async def end_session(request: Request, response: Response, auth_session: AuthSe
             delete(AuthSession).where(AuthSession.token_hash == auth_session.token_hash)
         )
         await db.commit()
-    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
+    settings = request.app.state.settings
+    response.delete_cookie(
+        cookie_name(SESSION_COOKIE, settings.https),
+        httponly=True,
+        samesite="lax",
+        secure=settings.https,
+    )
+
+
+async def _still_valid(request: Request, auth_session: AuthSession) -> bool:
+    """Whether the session has not expired (an expired one is deleted); its last use is
+    written down when the one on record is older than TOUCH_SECONDS."""
+    lifetime, idle = session_lifetimes(request.app.state.settings)
+    now = utcnow()
+    if auth_session.expired(now, lifetime, idle):
+        async with request.app.state.db() as db:
+            await AuthSession.delete_expired(db, lifetime, idle)
+        return False
+    if (now - auth_session.last_seen_at).total_seconds() > TOUCH_SECONDS:
+        async with request.app.state.db() as db:
+            await AuthSession.touch(db, auth_session.token_hash, now)
+        auth_session.last_seen_at = now
+    return True
 
 
 async def load_session(request: Request) -> AuthSession | None:
@@ -113,7 +181,7 @@ async def load_session(request: Request) -> AuthSession | None:
     if "auth_session" in request.state._state:
         return request.state.auth_session
     auth_session, room_asked, visible_room = None, None, None
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(cookie_name(SESSION_COOKIE, request.app.state.settings.https))
     if cookie:
         token = _unsigned(request.app.state.settings.secret_key, "session", cookie)
         if isinstance(token, str):
@@ -126,7 +194,7 @@ async def load_session(request: Request) -> AuthSession | None:
                 lambda trip: AuthSession.find(trip, _token_hash(token), room_asked),
                 statements_apart=True,
             )
-            if found is not None:
+            if found is not None and await _still_valid(request, found[0]):
                 auth_session, visible_room = found
     request.state.auth_session = auth_session
     request.state.user = auth_session.user if auth_session else None
@@ -161,16 +229,20 @@ class CSRFMiddleware:
     It travels in the `X-CSRF-Token` header (htmx) or the `csrf_token` form field.
     """
 
-    def __init__(self, app: ASGIApp, secret_key: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, secret_key: str, max_body_bytes: int, https: bool = False
+    ) -> None:
         self.app = app
         self.secret_key = secret_key
         self.max_body_bytes = max_body_bytes
+        self.https = https
+        self.cookie = cookie_name(CSRF_COOKIE, https)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope)
-        secret = request.cookies.get(CSRF_COOKIE, "")
+        secret = request.cookies.get(self.cookie, "")
         fresh_secret = None
         if len(secret) != 43:
             fresh_secret = secret = secrets.token_urlsafe(32)
@@ -200,12 +272,8 @@ class CSRFMiddleware:
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and fresh_secret is not None:
                 holder = Response()
-                holder.set_cookie(
-                    CSRF_COOKIE,
-                    fresh_secret,
-                    httponly=True,
-                    samesite="lax",
-                    secure=scope.get("scheme") == "https",
+                _set_cookie(
+                    scope.get("scheme", "http"), self.https, holder, CSRF_COOKIE, fresh_secret
                 )
                 cookie = [h for h in holder.raw_headers if h[0] == b"set-cookie"]
                 message["headers"] = [*message["headers"], *cookie]

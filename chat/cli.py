@@ -49,7 +49,11 @@ UVICORN_OPTIONS: dict[str, object] = {
     "loop": "uvloop",
     "http": "httptools",
     "access_log": False,  # chat.logging writes one structured line per request
-    "proxy_headers": True,
+    # Forwarded headers are believed only from CHAT_TRUSTED_PROXIES, by the app itself
+    # (chat.http_guards): uvicorn's own check trusts 127.0.0.1 unless told otherwise.
+    "proxy_headers": False,
+    # No "server: uvicorn": the response says nothing about the stack.
+    "server_header": False,
     "timeout_graceful_shutdown": 5,
 }
 
@@ -91,18 +95,16 @@ async def _create_user(username: str, password: str) -> bool:
 
 
 def create_user(args: argparse.Namespace) -> int:
-    from chat.routes.sessions import MAX_PASSWORD, MIN_PASSWORD, USERNAME
+    from chat.passwords import password_problem
+    from chat.routes.sessions import USERNAME
 
     if not USERNAME.fullmatch(args.username):
         print("chat create-user: usernames are 3 to 32 letters, digits, _ or -.", file=sys.stderr)
         return 2
     password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
     password = password.rstrip("\n")
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        print(
-            f"chat create-user: passwords are {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
-            file=sys.stderr,
-        )
+    if problem := password_problem(password, args.username):
+        print(f"chat create-user: {problem}", file=sys.stderr)
         return 2
     if not asyncio.run(_create_user(args.username, password)):
         print(f"chat create-user: {args.username!r} is taken.", file=sys.stderr)

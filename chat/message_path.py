@@ -17,9 +17,10 @@ import enum
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
+import emoji
 import structlog
 from jinja2 import Environment
 from sqlalchemy.exc import DBAPIError
@@ -38,7 +39,7 @@ from chat.html_cache import MessageFragments
 from chat.models import Attachment, Membership, Message, Room, User
 from chat.sse import Cursor
 from chat.storage import MediaStorage
-from chat.uploads import Upload, prepare
+from chat.uploads import MAX_IMAGE_PIXELS, Upload, prepare
 
 log = structlog.get_logger("chat.message_path")
 
@@ -72,26 +73,19 @@ def clean_body(raw: str, max_chars: int, *, may_be_empty: bool = False) -> str:
     return body
 
 
-# Reactions: emoji only. Pictographs and symbols, with the joiners, variation selectors,
-# skin tones, keycaps and tags that combine them (flags, families, "#️⃣").
-_EMOJI = re.compile(
-    "(?:[\u00a9\u00ae\u203c-\u3299\U0001f000-\U0001faff#*0-9]"
-    "[\u200d\u20e3\ufe0f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]*)+"
-)
 EMOJI_MAX_CHARS = 16
 
 
 def clean_emoji(raw: str) -> str:
-    emoji = raw.strip()
-    if not emoji:
+    """A reaction: exactly one emoji of Unicode's list (the `emoji` package's data), in
+    its fully qualified form, so "❤" and "❤️" are one reaction and "👍" followed by
+    invisible tag characters is none."""
+    text = raw.strip()
+    if not text:
         raise InvalidMessage("Choose an emoji to react with.")
-    if (
-        len(emoji) > EMOJI_MAX_CHARS
-        or not _EMOJI.fullmatch(emoji)
-        or not any(ord(char) > 0x2000 for char in emoji)
-    ):
+    if len(text) > EMOJI_MAX_CHARS or not emoji.is_emoji(text):
         raise InvalidMessage("Reactions are a single emoji.")
-    return emoji
+    return emoji.emojize(emoji.demojize(text))
 
 
 def leave_room_signal(room_id: int) -> bytes:
@@ -135,6 +129,10 @@ class MessagePath:
     fragments: MessageFragments
     max_chars: int
     storage: MediaStorage
+    # At most this many images decoded at once in the process (each takes memory in
+    # proportion to its pixels), and their pixel cap: chat.uploads.
+    image_decodes: anyio.Semaphore = field(default_factory=lambda: anyio.Semaphore(2))
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
     def render(self, message: Message) -> str:
         """A frame's message: the one partial's macro (messages/_message.html), called
@@ -253,7 +251,12 @@ class MessagePath:
         to storage. Raises InvalidAttachment before anything is stored."""
         if not uploads:
             return []
-        prepared = await anyio.to_thread.run_sync(lambda: [prepare(each) for each in uploads])
+        prepared = []
+        for upload in uploads:
+            async with self.image_decodes:
+                prepared.append(
+                    await anyio.to_thread.run_sync(prepare, upload, self.max_image_pixels)
+                )
         attachments = []
         for file in prepared:
             key = await self.storage.put(file.path)

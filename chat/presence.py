@@ -86,6 +86,11 @@ class Presence(Protocol):
 
     async def online_among(self, user_ids: Iterable[int]) -> set[int]: ...
 
+    async def open_streams(self, user_id: int) -> int:
+        """How many event streams the user has open (with Redis: on every worker, those
+        closed within the grace period included)."""
+        ...
+
     async def typing(self, room_id: int, user: User) -> bool:
         """Note that `user` is typing; False when they pinged too recently."""
         ...
@@ -186,6 +191,9 @@ class MemoryPresence(_Announcer):
 
     async def online_among(self, user_ids: Iterable[int]) -> set[int]:
         return {i for i in user_ids if i in self._streams or i in self._leaving}
+
+    async def open_streams(self, user_id: int) -> int:
+        return self._streams[user_id]
 
     async def typing(self, room_id: int, user: User) -> bool:
         now = time.monotonic()
@@ -424,6 +432,15 @@ class RedisPresence(_Announcer):
             log.warning("presence.redis_failed", error=type(exc).__name__)
             return set()
         return {user_id for user_id, score in zip(ids, scores, strict=True) if score is not None}
+
+    async def open_streams(self, user_id: int) -> int:
+        from redis.exceptions import RedisError
+
+        try:
+            return await self._redis.zcount(self._connections(user_id), _ms(), "+inf")
+        except RedisError as exc:  # not knowing, the stream is let through
+            log.warning("presence.redis_failed", error=type(exc).__name__)
+            return 0
 
     def _typing_keys(self, room_id: int, user: User) -> tuple[list[str], list[str | int]]:
         member = f"{user.id}:{user.username}"

@@ -95,9 +95,20 @@ def mention_candidates(text: str) -> set[str]:
 _PLAIN_TEXT = re.compile(r"(?! )(?:[ A-Za-z0-9,!?'\"&<>()#%+=;-]|\.(?= |\Z))+(?<! )")
 
 
+# Bidirectional embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069): a
+# message keeps them as typed, but they are left out of everything shown, where an
+# override would reverse the text after it ("txt.exe" shown as "exe.txt").
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def without_bidi_controls(text: str) -> str:
+    return _BIDI_CONTROLS.sub("", text)
+
+
 def render(text: str, members: Mapping[str, str] | None = None) -> str:
     """Sanitized HTML for a message body; `members` (lower-cased name → username) are
     the names that may be mentioned."""
+    text = without_bidi_controls(text)
     if _PLAIN_TEXT.fullmatch(text):
         return f"<p>{html.escape(text, quote=False)}</p>\n"
     return _render_markdown(text, members)

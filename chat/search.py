@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
 from chat.models import HAS_LINK_SQL, Message, Room, User
+from chat.sanitize import without_bidi_controls
 
 MAX_QUERY_CHARS = 500
 PAGE_SIZE = 25
@@ -117,6 +118,8 @@ class _Parts:
             try:
                 day = date.fromisoformat(value)
             except ValueError:
+                return False
+            if day in (date.min, date.max):  # its day before or after is no date: text
                 return False
             if name == "before":
                 self.before = day if self.before is None else min(self.before, day)
@@ -421,7 +424,7 @@ def _highlighter(query: Query) -> re.Pattern[str] | None:
 def snippet(body: str, query: Query, width: int = SNIPPET_CHARS) -> Markup:
     """Up to `width` characters of `body` around the first match, escaped, with the
     matching words in <mark> (our markup; the text itself is never trusted)."""
-    text_ = " ".join(body.split())
+    text_ = " ".join(without_bidi_controls(body).split())
     pattern = _highlighter(query)
     first = pattern.search(text_) if pattern else None
     start = 0

@@ -42,6 +42,14 @@ def default_media_dir(database_url: str) -> Path:
     return Path("media")
 
 
+OFF = frozenset({"", "0", "off", "false", "no"})
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """A comma-separated list (hosts, addresses)."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -72,6 +80,29 @@ class Settings:
     media_dir: Path = Path("media")
     max_upload_bytes: int = 10 * 1024 * 1024
     max_files_per_message: int = 5
+    # Images: at most this many pixels (all frames together), and this many decoded at
+    # once in the process; with the copy re-encoding makes, a 25 MP image is at most
+    # ~200 MB while it is decoded (RGBA), so two at once stay under half a gigabyte.
+    max_image_pixels: int = 25_000_000
+    image_decodes: int = 2
+    # Rate limits (chat/rate_limits.py), in the `limits` library's notation; False
+    # turns every one of them off (CHAT_RATE_LIMITS=off, for benchmarks and load tests).
+    rate_limits: bool = True
+    limit_login_account: str = "10 per 15 minutes"
+    limit_login_address: str = "30 per 15 minutes"
+    limit_signup: str = "10 per hour"
+    limit_post: str = "30 per minute"
+    limit_change: str = "60 per minute"
+    limit_room: str = "10 per hour"
+    limit_direct: str = "30 per hour"
+    max_streams_per_user: int = 30
+    # Sessions end this long after they began, and after this long unused.
+    session_days: float = 30.0
+    session_idle_days: float = 14.0
+    # Hosts and HTTPS (chat/http_guards.py).
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+    trusted_proxies: tuple[str, ...] = ()
+    https: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -93,6 +124,22 @@ class Settings:
             media_dir=Path(env.get("CHAT_MEDIA_DIR") or default_media_dir(database_url)),
             max_upload_bytes=int(env.get("CHAT_MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))),
             max_files_per_message=int(env.get("CHAT_MAX_FILES_PER_MESSAGE", "5")),
+            max_image_pixels=int(env.get("CHAT_MAX_IMAGE_PIXELS", "25000000")),
+            image_decodes=int(env.get("CHAT_IMAGE_DECODES", "2")),
+            rate_limits=env.get("CHAT_RATE_LIMITS", "on").lower() not in OFF,
+            limit_login_account=env.get("CHAT_LIMIT_LOGIN_ACCOUNT", cls.limit_login_account),
+            limit_login_address=env.get("CHAT_LIMIT_LOGIN_ADDRESS", cls.limit_login_address),
+            limit_signup=env.get("CHAT_LIMIT_SIGNUP", cls.limit_signup),
+            limit_post=env.get("CHAT_LIMIT_POST", cls.limit_post),
+            limit_change=env.get("CHAT_LIMIT_CHANGE", cls.limit_change),
+            limit_room=env.get("CHAT_LIMIT_ROOM", cls.limit_room),
+            limit_direct=env.get("CHAT_LIMIT_DIRECT", cls.limit_direct),
+            max_streams_per_user=int(env.get("CHAT_MAX_STREAMS_PER_USER", "30")),
+            session_days=float(env.get("CHAT_SESSION_DAYS", "30")),
+            session_idle_days=float(env.get("CHAT_SESSION_IDLE_DAYS", "14")),
+            allowed_hosts=_names(env.get("CHAT_ALLOWED_HOSTS", "localhost,127.0.0.1")),
+            trusted_proxies=_names(env.get("CHAT_TRUSTED_PROXIES", "")),
+            https=env.get("CHAT_HTTPS", "0").lower() not in OFF,
         )
 
     @property

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_CURSOR = re.compile(r"(\d{1,18})(?:\.(\d{1,18}))?")
+_CURSOR = re.compile(r"([0-9]{1,18})(?:\.([0-9]{1,18}))?")
 
 # Sent first on every stream: the browser's own reconnect comes back after 1 s.
 RETRY_FRAME = b"retry: 1000\n\n"

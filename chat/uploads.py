@@ -18,10 +18,18 @@ from urllib.parse import quote
 
 from PIL import Image, ImageOps, ImageSequence
 
-# Larger than a 48-megapixel photo; counted over every frame of an animation. It is
-# below Pillow's own limit (about 89 million pixels, where Image.open warns, refusing
-# only at twice that), so an image Pillow merely warns about is refused here too.
-MAX_IMAGE_PIXELS = 50_000_000
+# The default pixel cap (CHAT_MAX_IMAGE_PIXELS), counted over every frame of an
+# animation: decoding takes up to 4 bytes a pixel, and re-encoding an animation keeps
+# a copy of each frame, so a 25 MP image needs at most ~100 MB (200 MB animated) while
+# it is decoded; the process decodes at most CHAT_IMAGE_DECODES (2) at once. A 24 MP
+# photo (6000x4000) passes.
+MAX_IMAGE_PIXELS = 25_000_000
+# Pillow's own bomb check, made at Image.open, matches it: it warns over this and
+# refuses over twice this, before anything is decoded (chat checks first anyway).
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# An animation of thousands of tiny frames is within the pixel cap, but each frame
+# costs an object and a pass of its own.
+MAX_FRAMES = 1000
 
 OPAQUE = "application/octet-stream"
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
@@ -95,7 +103,7 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def prepare(upload: Upload) -> PreparedFile:
+def prepare(upload: Upload, max_pixels: int = MAX_IMAGE_PIXELS) -> PreparedFile:
     """Check an upload and make what is kept of it (blocking: run it in a thread).
     Raises InvalidAttachment."""
     if upload.size == 0:
@@ -105,7 +113,7 @@ def prepare(upload: Upload) -> PreparedFile:
     if image_format is None:
         return PreparedFile(upload.path, upload.filename, OPAQUE, upload.size)
     target = upload.path.with_name(upload.path.name + EXTENSIONS[image_format])
-    width, height = _reencode(upload, image_format, target)
+    width, height = _reencode(upload, image_format, target, max_pixels)
     return PreparedFile(
         target,
         upload.filename,
@@ -116,17 +124,23 @@ def prepare(upload: Upload) -> PreparedFile:
     )
 
 
-def _reencode(upload: Upload, image_format: str, target: Path) -> tuple[int, int]:
+def _reencode(upload: Upload, image_format: str, target: Path, max_pixels: int) -> tuple[int, int]:
     unreadable = f"“{upload.filename}” looks like an image but could not be read as one."
+    too_large = InvalidAttachment(
+        f"“{upload.filename}” has too many pixels (at most {max_pixels // 1_000_000} million)."
+    )
     try:
         with Image.open(upload.path, formats=[image_format]) as image:
-            frame_count = getattr(image, "n_frames", 1)
-            if image.width * image.height * frame_count > MAX_IMAGE_PIXELS:
-                raise InvalidAttachment(f"“{upload.filename}” has too many pixels.")
-            frames = []
+            # From the header, before anything is decoded.
+            if image.width * image.height > max_pixels:
+                raise too_large
+            if not getattr(image, "is_animated", False):
+                return _reencode_still(image, image_format, target)
+            frames, pixels = [], 0
             for frame in ImageSequence.Iterator(image):
-                if image_format == "JPEG":
-                    frame = ImageOps.exif_transpose(frame)  # the EXIF orientation goes
+                pixels += frame.width * frame.height
+                if pixels > max_pixels or len(frames) >= MAX_FRAMES:
+                    raise too_large
                 copy = frame.copy()
                 copy.info = {key: frame.info[key] for key in FRAME_INFO if key in frame.info}
                 frames.append(copy)
@@ -137,11 +151,22 @@ def _reencode(upload: Upload, image_format: str, target: Path) -> tuple[int, int
             first.save(target, image_format, **options)
             return first.width, first.height
     except Image.DecompressionBombError as exc:
-        raise InvalidAttachment(f"“{upload.filename}” has too many pixels.") from exc
+        raise too_large from exc
     except InvalidAttachment:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidAttachment(unreadable) from exc
+
+
+def _reencode_still(image: Image.Image, image_format: str, target: Path) -> tuple[int, int]:
+    """One frame, encoded from the decoded image itself rather than a copy (half the
+    memory); its metadata is dropped by keeping only FRAME_INFO."""
+    image.load()
+    if image_format == "JPEG":
+        ImageOps.exif_transpose(image, in_place=True)  # the EXIF orientation goes
+    image.info = {key: image.info[key] for key in FRAME_INFO if key in image.info}
+    image.save(target, image_format, **SAVE_OPTIONS[image_format])
+    return image.width, image.height
 
 
 def content_disposition(disposition: str, filename: str) -> str:

@@ -132,13 +132,29 @@ def media_dir(tmp_path: Path) -> Path:
     return tmp_path / "media"
 
 
+# In-process clients call the host "testserver"; live servers are at 127.0.0.1.
+TEST_HOSTS = {"CHAT_ALLOWED_HOSTS": "testserver,localhost,127.0.0.1"}
+
+
+def limits_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """A test marked `bulk` posts faster than any person: its app has no rate limits."""
+    return {"CHAT_RATE_LIMITS": "off"} if request.node.get_closest_marker("bulk") else {}
+
+
 @pytest.fixture
-def settings(database_url: str, broker_env: dict[str, str], media_dir: Path) -> Settings:
+def settings(
+    database_url: str,
+    broker_env: dict[str, str],
+    media_dir: Path,
+    request: pytest.FixtureRequest,
+) -> Settings:
     return Settings.from_env(
         {
             "CHAT_DATABASE_URL": database_url,
             "CHAT_SECRET_KEY": TEST_SECRET_KEY,
             "CHAT_MEDIA_DIR": str(media_dir),
+            **TEST_HOSTS,
+            **limits_env(request),
             **broker_env,
         }
     )
@@ -183,12 +199,19 @@ async def anonymous(app: Starlette) -> AsyncIterator[Person]:
 
 
 @pytest.fixture
-def server_env(database_url: str, broker_env: dict[str, str], media_dir: Path) -> dict[str, str]:
+def server_env(
+    database_url: str,
+    broker_env: dict[str, str],
+    media_dir: Path,
+    request: pytest.FixtureRequest,
+) -> dict[str, str]:
     return {
         "CHAT_DATABASE_URL": database_url,
         "CHAT_SECRET_KEY": TEST_SECRET_KEY,
         "CHAT_MEDIA_DIR": str(media_dir),
         "CHAT_LOG_LEVEL": "INFO",
+        **TEST_HOSTS,
+        **limits_env(request),
         **broker_env,
     }
 

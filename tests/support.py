@@ -53,9 +53,14 @@ class Person:
         if not self.csrf_token:
             await self.get("/login")
         headers = {"HX-Request": "true"} if htmx else {}
-        return await self.client.post(
+        response = await self.client.post(
             url, data={"csrf_token": self.csrf_token, **(data or {})}, headers=headers, **kwargs
         )
+        if any(name.endswith("chat_csrf") for name in response.cookies):
+            # Signing in gives a new CSRF secret: a browser gets its token with the next
+            # page it loads.
+            await self.get("/")
+        return response
 
     async def signup(self) -> Person:
         response = await self.post("/signup", {"username": self.username, "password": PASSWORD})

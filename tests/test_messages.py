@@ -194,6 +194,7 @@ async def test_concurrent_posts_get_contiguous_unique_seqs(people, app):
         assert await db.scalar(select(func.count(func.distinct(Message.body)))) == 50
 
 
+@pytest.mark.bulk
 async def test_history_pages_backwards_by_seq_with_a_working_older_link(people, app):
     alice = await people("alice")
     room_id = await alice.create_room()

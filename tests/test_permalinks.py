@@ -5,6 +5,9 @@ import re
 
 import pytest
 
+# Each test fills a room with more messages than a person could post in a minute.
+pytestmark = pytest.mark.bulk
+
 PAGE = 10
 MESSAGES = 35
 

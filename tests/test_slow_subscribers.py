@@ -26,6 +26,7 @@ async def read_until(stream, marker: str) -> list[int]:
             return seqs
 
 
+@pytest.mark.bulk
 async def test_slow_subscriber_is_dropped_without_delaying_the_others(
     visitors, live_server: LiveServer
 ):

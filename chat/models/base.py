@@ -14,8 +14,10 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.types import TypeDecorator
 
-# Ids beyond a signed 64-bit integer cannot exist; asking the database would be an error.
-MAX_ID = 2**63 - 1
+# The largest id or seq the columns hold on every backend (PostgreSQL's INTEGER;
+# SQLite's are 64-bit, but no id gets past this): larger ones cannot exist, and
+# asking PostgreSQL about one is an error, not an empty answer.
+MAX_ID = 2**31 - 1
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

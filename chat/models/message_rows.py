@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from chat.models.attachments import Attachment
+from chat.sanitize import without_bidi_controls
 
 # How much of a message a reply quotes.
 QUOTE_CHARS = 140
@@ -29,7 +30,9 @@ def group_reactions(reactions: Iterable[tuple[str, str]]) -> list[tuple[str, lis
 def excerpt_of(body: str, attachments: Iterable[Attachment]) -> str:
     """The start of the text as typed, on one line (or, for a message of files alone,
     their names): what a reply quotes. Empty for a deleted message."""
-    text = " ".join(body.split()) or ", ".join(a.filename for a in attachments)
+    text = " ".join(without_bidi_controls(body).split()) or ", ".join(
+        a.filename for a in attachments
+    )
     if len(text) <= QUOTE_CHARS:
         return text
     return text[: QUOTE_CHARS - 1].rstrip() + "…"

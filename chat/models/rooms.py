@@ -23,6 +23,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import (
@@ -34,6 +35,7 @@ from sqlalchemy.sql import Select
 
 from chat.models.base import ROOM, VIEWER, Base, UTCDateTime, utcnow
 from chat.models.users import User
+from chat.room_names import room_name_key
 from chat.sse import Cursor
 
 
@@ -73,11 +75,19 @@ class NotDirectable(ValueError):
     """No direct conversation is possible with that person (yourself)."""
 
 
+def _name_key_of_inserted(context: DefaultExecutionContext) -> str:
+    """Room.name_key for an insert that gives only the name (bulk inserts, chat seed)."""
+    return room_name_key(context.get_current_parameters()["name"])
+
+
 class Room(Base):
     __tablename__ = "rooms"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(80))
+    # chat.room_names.room_name_key(name): unique among rooms (not direct conversations),
+    # so "General" cannot be made beside "general". Case folding may lengthen a name.
+    name_key: Mapped[str] = mapped_column(String(240), default=_name_key_of_inserted)
     is_private: Mapped[bool] = mapped_column(default=False)
     kind: Mapped[str] = mapped_column(String(10), default=RoomKind.ROOM, server_default="room")
     # For a direct conversation, "smaller user id:larger user id": its unique index
@@ -158,13 +168,37 @@ class Room(Base):
         return self.name
 
     @classmethod
-    async def create(cls, db: AsyncSession, creator: User, name: str, *, is_private: bool) -> Room:
+    async def create(
+        cls, db: AsyncSession, creator: User, name: str, *, is_private: bool
+    ) -> Room | None:
+        """A room named `name` (as chat.room_names.clean_room_name made it), its creator
+        its owner; None when a room of that name exists (in any letter case)."""
         room = cls(name=name, is_private=is_private, created_by_id=creator.id)
         db.add(room)
-        await db.flush()
+        try:
+            await db.flush()
+        except IntegrityError:
+            await db.rollback()
+            return None
         db.add(Membership(user_id=creator.id, room_id=room.id, role=Role.OWNER))
         await db.commit()
         return room
+
+    async def rename(self, db: AsyncSession, name: str) -> bool:
+        """Give the room `name` (as chat.room_names.clean_room_name made it); False
+        when another room has that name (in any letter case)."""
+        try:
+            await db.execute(
+                update(Room)
+                .where(Room.id == self.id)
+                .values(name=name, name_key=room_name_key(name))
+            )
+            await db.commit()
+        except IntegrityError:
+            await db.rollback()
+            return False
+        self.name, self.name_key = name, room_name_key(name)
+        return True
 
     @classmethod
     def visible_to(
@@ -230,6 +264,14 @@ class Room(Base):
 
 
 Index("uq_rooms_direct_key", Room.direct_key, unique=True)
+_ONLY_ROOMS = Room.kind == RoomKind.ROOM.value
+Index(
+    "uq_rooms_name_key",
+    Room.name_key,
+    unique=True,
+    sqlite_where=_ONLY_ROOMS,
+    postgresql_where=_ONLY_ROOMS,
+)
 
 
 class Membership(Base):

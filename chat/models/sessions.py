@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Collection
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     ForeignKey,
     String,
     and_,
     bindparam,
+    delete,
     or_,
+    select,
+    update,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import (
     Mapped,
     configure_mappers,
@@ -34,8 +39,62 @@ class AuthSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Written at most every few minutes (chat.auth.TOUCH_SECONDS); the idle expiry and
+    # the account page's "last seen" read it.
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # For the account page's list of sessions: the browser and address it began from.
+    user_agent: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    address: Mapped[str] = mapped_column(String(45), default="", server_default="")
 
     user: Mapped[User] = relationship(lazy="joined")
+
+    @property
+    def public_id(self) -> str:
+        """A short, non-secret name for the session: its streams' end signal and the
+        account page's buttons name it so."""
+        return self.token_hash[:16]
+
+    def expired(self, now: datetime, lifetime: timedelta, idle: timedelta) -> bool:
+        return now - self.created_at > lifetime or now - self.last_seen_at > idle
+
+    @classmethod
+    async def delete_expired(cls, db: AsyncSession, lifetime: timedelta, idle: timedelta) -> None:
+        now = utcnow()
+        await db.execute(
+            delete(cls).where(or_(cls.created_at < now - lifetime, cls.last_seen_at < now - idle))
+        )
+        await db.commit()
+
+    @classmethod
+    async def touch(cls, db: AsyncSession, token_hash: str, now: datetime) -> None:
+        await db.execute(update(cls).where(cls.token_hash == token_hash).values(last_seen_at=now))
+        await db.commit()
+
+    @classmethod
+    async def of_user(cls, db: AsyncSession, user_id: int) -> list[AuthSession]:
+        """The user's sessions, the most recently used first."""
+        rows = await db.scalars(
+            select(cls).where(cls.user_id == user_id).order_by(cls.last_seen_at.desc())
+        )
+        return list(rows)
+
+    @classmethod
+    async def end(
+        cls, db: AsyncSession, user_id: int, public_ids: Collection[str] | None, keep: str = ""
+    ) -> list[str]:
+        """Delete the user's sessions named by `public_ids` (all when None) except the
+        one whose hash is `keep`; the public ids of those deleted."""
+        sessions = [
+            each
+            for each in await cls.of_user(db, user_id)
+            if each.token_hash != keep and (public_ids is None or each.public_id in public_ids)
+        ]
+        if sessions:
+            await db.execute(
+                delete(cls).where(cls.token_hash.in_([each.token_hash for each in sessions]))
+            )
+            await db.commit()
+        return [each.public_id for each in sessions]
 
     @classmethod
     def find(

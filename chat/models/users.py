@@ -9,6 +9,7 @@ from sqlalchemy import (
     String,
     func,
     select,
+    update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,6 +44,11 @@ class User(Base):
             await db.rollback()
             return None
         return user
+
+    @classmethod
+    async def change_password_hash(cls, db: AsyncSession, user_id: int, password_hash: str) -> None:
+        await db.execute(update(cls).where(cls.id == user_id).values(password_hash=password_hash))
+        await db.commit()
 
 
 # Case-insensitive uniqueness: "Alice" and "alice" are one person in @mentions.

@@ -6,11 +6,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from chat import rate_limits
 from chat.auth import login_required
 from chat.db import in_one_trip
 from chat.message_path import InvalidMessage, clean_body
 from chat.models import NotDirectable, Room, User
-from chat.routes.forms import message_form, typed_body
+from chat.rate_limits import RateLimited
+from chat.routes.forms import message_form, refusal, refusal_status, typed_body
 from chat.routes.rooms import navigation_lists
 from chat.routes.sessions import USERNAME
 from chat.uploads import InvalidAttachment
@@ -78,19 +80,32 @@ async def post_message(request: Request) -> Response:
     """Post to your conversation with someone, making it on the first message."""
     messages = request.app.state.messages
     body = ""
+    key = f"user:{request.state.user.id}"
     try:
         async with message_form(request) as form:
             body = form.fields.get("body", "")
             # Before a room is made for nothing.
             clean_body(body, messages.max_chars, may_be_empty=bool(form.uploads))
-            _, room = await _conversation(request, create=True)
+            await rate_limits.hit(request, "post", key)
+            _, room = await _conversation(request)
+            if room is None:
+                await rate_limits.hit(request, "direct", key)
+                _, room = await _conversation(request, create=True)
             message = await messages.post(room.id, request.state.user, body, uploads=form.uploads)
-    except (InvalidMessage, InvalidAttachment) as exc:
+    except (InvalidMessage, InvalidAttachment, RateLimited) as exc:
         other, room = await _conversation(request)
+        status = refusal_status(exc)
         if room is None:
             body = typed_body(exc, body)
-            return await _draft_page(request, other, error=str(exc), body=body, status=exc.status)
-        raise HTTPException(exc.status, str(exc)) from None
+            response = await _draft_page(
+                request, other, error=refusal(exc), body=body, status=status
+            )
+            if isinstance(exc, RateLimited):
+                response.headers.update(exc.headers or {})
+            return response
+        if isinstance(exc, RateLimited):
+            raise
+        raise HTTPException(status, refusal(exc)) from None
     return RedirectResponse(
         f"{request.url_for('room', room_id=room.id)}#message-{message.seq}", status_code=303
     )

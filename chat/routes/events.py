@@ -6,6 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chat import rate_limits
 from chat.auth import login_required, session_id
 from chat.routes.rooms import MAX_ID, find_membership
 from chat.sse import Cursor
@@ -24,6 +25,7 @@ def cursor_param(value: str | None, name: str) -> Cursor | None:
 @login_required
 async def stream(request: Request) -> Response:
     room, membership = await find_membership(request)
+    await rate_limits.check_streams(request, membership.user_id)
     # The browser's own reconnect sends Last-Event-ID; htmx's reconnect only has
     # the URL, so the page keeps ?after= current. Resume after the later message of
     # the two, with the fewer changes: either way nothing the client lacks is skipped.

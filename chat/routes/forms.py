@@ -52,12 +52,24 @@ async def read_form(request: Request) -> dict[str, str]:
         raise HTTPException(400, "The form data is malformed.") from exc
 
 
-def typed_body(refusal: Exception, body: str) -> str:
+def typed_body(refused: Exception, body: str) -> str:
     """The message text to give back with a refusal: `body` once the form was read,
     or, for a file refused while it was being read, the text that came before it."""
-    if isinstance(refusal, InvalidAttachment) and refusal.fields is not None:
-        return refusal.fields.get("body", "")
+    if isinstance(refused, InvalidAttachment) and refused.fields is not None:
+        return refused.fields.get("body", "")
     return body
+
+
+def refusal(refused: Exception) -> str:
+    """What to tell the person whose message was refused (a bad message or file, or
+    a rate limit)."""
+    return refused.detail if isinstance(refused, HTTPException) else str(refused)
+
+
+def refusal_status(refused: Exception) -> int:
+    if isinstance(refused, HTTPException):
+        return refused.status_code
+    return refused.status  # type: ignore[attr-defined]
 
 
 @dataclass

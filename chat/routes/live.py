@@ -7,6 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from chat import rate_limits
 from chat.activity import UserStream
 from chat.auth import login_required, session_id
 from chat.db import in_one_trip
@@ -63,6 +64,7 @@ async def notify(request: Request) -> Response:
 async def user_events(request: Request) -> Response:
     """`text/event-stream` of `event: unread` and `event: notify` for all your rooms."""
     state = request.app.state
+    await rate_limits.check_streams(request, request.state.user.id)
     stream = UserStream(
         state.db, state.broker, request.state.user, session_id(request.state.auth_session)
     )

@@ -10,12 +10,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from chat import rate_limits
 from chat.auth import login_required
 from chat.db import in_one_trip
 from chat.html_cache import KeptPieces, csrf_field
 from chat.message_path import InvalidMessage
 from chat.models import Message, MessageContent, MessageGone, MessageHead, NotYours, Room
-from chat.routes.forms import message_form, read_form, typed_body
+from chat.rate_limits import RateLimited
+from chat.routes.forms import message_form, read_form, refusal, refusal_status, typed_body
 from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, room_page
 from chat.uploads import InvalidAttachment
 
@@ -28,18 +30,23 @@ async def create(request: Request) -> Response:
         async with message_form(request) as form:
             body = form.fields.get("body", "")
             reply_to_seq = int_param(form.fields.get("reply_to"), "reply_to")
+            await rate_limits.hit(request, "post", f"user:{request.state.user.id}")
             message = await request.app.state.messages.post(
                 room.id, request.state.user, body, reply_to_seq, form.uploads
             )
-    except (InvalidMessage, InvalidAttachment) as exc:
-        error, status, body = str(exc), exc.status, typed_body(exc, body)
+    except (InvalidMessage, InvalidAttachment, RateLimited) as exc:
+        error, status, body = refusal(exc), refusal_status(exc), typed_body(exc, body)
         if "hx-request" in request.headers:
-            return await _composer(
+            response = await _composer(
                 request, room, error=error, body=body, reply_to_seq=reply_to_seq, status=status
             )
-        return await room_page(
-            request, room, membership, composer_error=error, draft=body, status=status
-        )
+        else:
+            response = await room_page(
+                request, room, membership, composer_error=error, draft=body, status=status
+            )
+        if isinstance(exc, RateLimited):
+            response.headers.update(exc.headers or {})
+        return response
     if message is None:  # they left or were removed a moment ago
         raise HTTPException(403, "You are no longer a member of this room.")
     if "hx-request" in request.headers:
@@ -235,6 +242,7 @@ async def edit(request: Request) -> Response:
     room, _ = await find_membership(request)
     seq = _seq(request)
     body = (await read_form(request)).get("body", "")
+    await rate_limits.hit(request, "change", f"user:{request.state.user.id}")
     path = request.app.state.messages
     try:
         return await _changed(request, room, path.edit(room.id, seq, request.state.user, body))
@@ -251,6 +259,7 @@ async def edit(request: Request) -> Response:
 @login_required
 async def delete(request: Request) -> Response:
     room, membership = await find_membership(request)
+    await rate_limits.hit(request, "change", f"user:{request.state.user.id}")
     change = request.app.state.messages.delete(
         room.id, _seq(request), request.state.user, may_moderate=membership.is_owner
     )
@@ -261,6 +270,7 @@ async def delete(request: Request) -> Response:
 async def react(request: Request) -> Response:
     room, _ = await find_membership(request)
     emoji = (await read_form(request)).get("emoji", "")
+    await rate_limits.hit(request, "change", f"user:{request.state.user.id}")
     try:
         change = request.app.state.messages.react(room.id, _seq(request), request.state.user, emoji)
         return await _changed(request, room, change)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Hashable
 from typing import NamedTuple
 
@@ -12,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from chat import rate_limits
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
 from chat.db import in_one_trip
@@ -29,20 +29,27 @@ from chat.models import (
     User,
     listed_for,
 )
+from chat.room_names import MAX_ROOM_NAME, InvalidRoomName, clean_room_name
 from chat.routes.forms import read_form
 from chat.sse import Cursor
 
 log = structlog.get_logger("chat.rooms")
 
-MAX_ROOM_NAME = 80
+# More digits than any id has: longer numbers are refused before converting them.
+MAX_ID_DIGITS = len(str(MAX_ID))
 
 
 def int_param(value: str | None, name: str) -> int | None:
+    """An id or seq from a query or form: ASCII digits within the columns' range, or 400
+    (`str.isdigit` also accepts "¹" and "٣", and `int` refuses 5,000 digits)."""
     if value is None or value == "":
         return None
-    if not value.isdigit() or int(value) > MAX_ID:
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_ID_DIGITS):
         raise HTTPException(400, f"{name} must be a whole number.")
-    return int(value)
+    number = int(value)
+    if number > MAX_ID:
+        raise HTTPException(400, f"{name} is out of range.")
+    return number
 
 
 async def find_room(request: Request) -> tuple[Room, Membership | None]:
@@ -71,15 +78,6 @@ async def find_membership(request: Request) -> tuple[Room, Membership]:
     if membership is None:
         raise HTTPException(403, "Join this room first.")
     return room, membership
-
-
-def _clean_room_name(raw: str) -> str | None:
-    name = " ".join(raw.split())
-    if not 1 <= len(name) <= MAX_ROOM_NAME:
-        return None
-    if any(unicodedata.category(c) in {"Cc", "Cf"} for c in name):
-        return None
-    return name
 
 
 async def _index_page(
@@ -128,17 +126,21 @@ async def to_index(request: Request) -> Response:
 @login_required
 async def create(request: Request) -> Response:
     form = await read_form(request)
-    name = _clean_room_name(form.get("name", ""))
+    typed = form.get("name", "")
     visibility = form.get("visibility", "public")
-    if name is None or visibility not in {"public", "private"}:
-        return await _index_page(
-            request,
-            error=f"Room names are 1 to {MAX_ROOM_NAME} characters, without control characters.",
-            name=form.get("name", "")[:MAX_ROOM_NAME],
-            status=400,
-        )
+    if visibility not in {"public", "private"}:
+        raise HTTPException(400, "visibility must be public or private.")
+    try:
+        name = clean_room_name(typed)
+    except InvalidRoomName as exc:
+        return await _index_page(request, error=str(exc), name=typed[:MAX_ROOM_NAME], status=400)
+    await rate_limits.hit(request, "room", f"user:{request.state.user.id}")
     async with request.app.state.db() as db:
         room = await Room.create(db, request.state.user, name, is_private=visibility == "private")
+    if room is None:
+        return await _index_page(
+            request, error=f"There is already a room called “{name}”.", name=name, status=400
+        )
     log.info("room.created", room_id=room.id, user_id=request.state.user.id)
     return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
 

@@ -8,6 +8,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from chat import rate_limits
 from chat.auth import (
     end_session,
     hash_password,
@@ -17,14 +18,19 @@ from chat.auth import (
     verify_password,
 )
 from chat.broker import user_channel
+from chat.http_guards import client_address
 from chat.message_path import end_session_signal
 from chat.models import User
+from chat.passwords import MAX_PASSWORD, password_problem
+from chat.rate_limits import RateLimited
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.sessions")
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,31}")
-MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+MAX_USERNAME = 32
+# A refused username is shown back as typed (as text), but never more of it than this.
+MAX_ECHO = 256
 
 FORMS = {
     "signup": {
@@ -59,7 +65,7 @@ def _form(
             "purpose": purpose,
             "form": FORMS[purpose],
             "error": error,
-            "username": username,
+            "username": username[:MAX_ECHO],
             "next": _safe_next(request.query_params.get("next")),
         },
         status_code=status,
@@ -90,14 +96,12 @@ async def signup(request: Request) -> Response:
             username=username,
             status=400,
         )
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        return _form(
-            request,
-            "signup",
-            error=f"Passwords are {MIN_PASSWORD} to {MAX_PASSWORD} characters long.",
-            username=username,
-            status=400,
-        )
+    if problem := password_problem(password, username):
+        return _form(request, "signup", error=problem, username=username, status=400)
+    try:
+        await rate_limits.hit(request, "signup", f"address:{client_address(request)}")
+    except RateLimited as exc:
+        return _refused(request, "signup", exc, username)
     async with request.app.state.db() as db:
         user = await User.create(db, username, await hash_password(password))
     if user is None:
@@ -117,17 +121,36 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     form = await read_form(request)
     username, password = form.get("username", "").strip(), form.get("password", "")
+    # Failed logins are counted per account and per address; while either is used up,
+    # even the right password is refused, so guessing learns nothing.
+    keys = (
+        ("login-account", f"account:{username[:MAX_USERNAME].lower()}"),
+        ("login-address", f"address:{client_address(request)}"),
+    )
+    try:
+        for limit, key in keys:
+            await rate_limits.check(request, limit, key)
+    except RateLimited as exc:
+        return _refused(request, "login", exc, username)
     user = None
     if username and len(password) <= MAX_PASSWORD:
         async with request.app.state.db() as db:
             user = await User.by_username(db, username)
     if not await verify_password(user.password_hash if user else None, password) or user is None:
         log.info("user.login_failed")
+        for limit, key in keys:
+            await rate_limits.hit(request, limit, key)
         return _form(
             request, "login", error="Wrong username or password.", username=username, status=401
         )
     log.info("user.logged_in", user_id=user.id)
     return await _signed_in(request, form, user)
+
+
+def _refused(request: Request, purpose: str, exc: RateLimited, username: str) -> Response:
+    response = _form(request, purpose, error=exc.detail, username=username, status=429)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def logout(request: Request) -> Response:

@@ -57,6 +57,7 @@ async def test_room_pages_have_no_accessibility_violations_empty_and_with_live_t
     await bob.screenshot("rooms")
 
 
+@pytest.mark.bulk
 async def test_history_error_and_visitor_pages_have_no_accessibility_violations(browse):
     alice = await (await browse()).sign_up("alice")
     bob = await (await browse()).sign_up("bob")

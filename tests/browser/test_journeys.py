@@ -76,6 +76,7 @@ async def history_room(browse) -> int:
     return room_id
 
 
+@pytest.mark.bulk  # history_room posts 60 messages
 async def test_the_whole_journey_works_by_keyboard_alone_with_focus_always_visible(browse):
     room_id = await history_room(browse)
     dana = await browse()
@@ -154,6 +155,7 @@ async def test_the_whole_journey_works_by_keyboard_alone_with_focus_always_visib
     await expect(page.get_by_role("heading", level=1)).to_have_text("Log in")
 
 
+@pytest.mark.bulk  # history_room posts 60 messages
 async def test_the_whole_journey_works_without_javascript(browse):
     room_id = await history_room(browse)
     erin = await browse(javascript=False)

@@ -76,6 +76,7 @@ def allowed_markup() -> tuple[list[str], dict[str, list[str]]]:
     return sorted(sanitize.ALLOWED_TAGS), attributes
 
 
+@pytest.mark.bulk
 async def test_payloads_in_messages_and_room_names_never_execute_and_show_as_text(browse):
     alice = await (await browse()).sign_up("alice")
     executions = await watched(alice)

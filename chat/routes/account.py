@@ -1,0 +1,161 @@
+"""Your account page: change your password, see where you are signed in, sign out
+other sessions. Each section is a partial of its own (templates/account/_*.html),
+included by account/page.html in order."""
+
+from __future__ import annotations
+
+import re
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from chat import rate_limits
+from chat.auth import hash_password, login_required, verify_password
+from chat.broker import BrokerUnavailable, user_channel
+from chat.message_path import end_session_signal
+from chat.models import AuthSession, User
+from chat.passwords import MAX_PASSWORD, password_problem
+from chat.rate_limits import RateLimited
+from chat.routes.forms import read_form
+
+log = structlog.get_logger("chat.account")
+
+# What the page says after a change it redirected from (?done=…).
+DONE = {
+    "password": "Your password is changed. Every other session of your account is signed out.",
+    "session": "That session is signed out.",
+    "others": "Every other session of your account is signed out.",
+}
+PUBLIC_ID = re.compile(r"[0-9a-f]{16}")
+
+
+async def _page(
+    request: Request, *, refusal: str = "", status: int = 200, headers: dict | None = None
+) -> Response:
+    user = request.state.user
+    async with request.app.state.db() as db:
+        sessions = await AuthSession.of_user(db, user.id)
+    current = request.state.auth_session.token_hash
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "account/page.html",
+        {
+            "done": DONE.get(request.query_params.get("done", ""), ""),
+            "refusal": refusal,
+            "sessions": [
+                {
+                    "session": each,
+                    "device": device_name(each.user_agent),
+                    "current": each.token_hash == current,
+                }
+                for each in sessions
+            ],
+        },
+        status_code=status,
+        headers=headers,
+    )
+
+
+@login_required
+async def page(request: Request) -> Response:
+    return await _page(request)
+
+
+@login_required
+async def change_password(request: Request) -> Response:
+    """Fields `current_password`, `new_password`. Every other session of the account
+    ends at once (and their streams); this one goes on."""
+    form = await read_form(request)
+    current, new = form.get("current_password", ""), form.get("new_password", "")
+    user: User = request.state.user
+    # Guessing the current password is guessing a login: the same limit counts it.
+    key = f"account:{user.username.lower()}"
+    try:
+        await rate_limits.check(request, "login-account", key)
+    except RateLimited as exc:
+        return await _page(request, refusal=exc.detail, status=429, headers=exc.headers)
+    if len(current) > MAX_PASSWORD or not await verify_password(user.password_hash, current):
+        await rate_limits.hit(request, "login-account", key)
+        return await _page(request, refusal="Your current password is wrong.", status=400)
+    if problem := password_problem(new, user.username):
+        return await _page(request, refusal=problem, status=400)
+    if new == current:
+        return await _page(request, refusal="The new password is your current one.", status=400)
+    async with request.app.state.db() as db:
+        await User.change_password_hash(db, user.id, await hash_password(new))
+    await _end_sessions(request, None)
+    log.info("user.password_changed", user_id=user.id)
+    return _back(request, "password")
+
+
+@login_required
+async def end_session(request: Request) -> Response:
+    """Sign out one of your other sessions (this one signs out with Log out)."""
+    public_id = request.path_params["session"]
+    if not PUBLIC_ID.fullmatch(public_id) or not await _end_sessions(request, {public_id}):
+        raise HTTPException(404, "There is no such session of yours, or it has ended.")
+    return _back(request, "session")
+
+
+@login_required
+async def end_other_sessions(request: Request) -> Response:
+    await _end_sessions(request, None)
+    return _back(request, "others")
+
+
+async def _end_sessions(request: Request, public_ids: set[str] | None) -> list[str]:
+    """End the viewer's sessions named by `public_ids` (all when None) but this one;
+    their open streams close at once, on every worker (the end-session signal on the
+    user's channel, as Log out sends). The public ids of those ended."""
+    user_id = request.state.user.id
+    async with request.app.state.db() as db:
+        ended = await AuthSession.end(
+            db, user_id, public_ids, keep=request.state.auth_session.token_hash
+        )
+    for public_id in ended:
+        try:
+            await request.app.state.broker.publish(
+                user_channel(user_id), end_session_signal(public_id)
+            )
+        except BrokerUnavailable:  # the sessions are gone; their streams end on reconnect
+            log.warning("session.end_signal_lost", user_id=user_id)
+    if ended:
+        log.info("user.sessions_ended", user_id=user_id, count=len(ended))
+    return ended
+
+
+def _back(request: Request, done: str) -> Response:
+    return RedirectResponse(f"{request.url_for('account')}?done={done}", status_code=303)
+
+
+# (what the user agent contains, what to call it), the first match wins.
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("Chromium/", "Chromium"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+)
+_SYSTEMS = (
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Android", "Android"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def device_name(user_agent: str) -> str:
+    """ "Firefox on Linux" from a user agent string; the string itself when neither
+    is recognised, and "Unknown browser" when there was none."""
+    browser = next((name for mark, name in _BROWSERS if mark in user_agent), None)
+    system = next((name for mark, name in _SYSTEMS if mark in user_agent), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or user_agent[:60] or "Unknown browser"
