@@ -209,66 +209,73 @@ async def test_every_client_gets_every_message_exactly_once_in_order_through_fau
 
         dropping = asyncio.create_task(clients_drop_out())
 
-        await at(0.15)
-        victim = 1
-        cluster.down.add(victim)
-        cluster.servers[victim].kill()
-        figures.faults["server SIGKILLed"] += 1
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(cluster.servers[victim].start)
-        cluster.down.discard(victim)
+        try:
+            await at(0.15)
+            victim = 1
+            cluster.down.add(victim)
+            cluster.servers[victim].kill()
+            figures.faults["server SIGKILLed"] += 1
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(cluster.servers[victim].start)
+            cluster.down.discard(victim)
 
-        async with redis.asyncio.Redis.from_url(private_redis.url) as admin:
-            await at(0.35)
-            figures.faults["redis pub/sub connections killed"] += await admin.client_kill_filter(
-                _type="pubsub"
-            )
-            await at(0.45)
-            figures.faults["redis connections killed"] += await admin.client_kill_filter(
-                _type="normal", skipme=True
-            )
-        await at(0.55)
-        private_redis.stop()
-        figures.faults["redis stopped"] += 1
-        await asyncio.sleep(1.5)
-        private_redis.start()
-
-        for fraction in (0.7, 0.85):
-            await at(fraction)
-            connection = await asyncpg.connect(database)
-            try:
-                figures.faults["postgres connections terminated"] += await connection.fetchval(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            async with redis.asyncio.Redis.from_url(private_redis.url) as admin:
+                await at(0.35)
+                figures.faults[
+                    "redis pub/sub connections killed"
+                ] += await admin.client_kill_filter(_type="pubsub")
+                await at(0.45)
+                figures.faults["redis connections killed"] += await admin.client_kill_filter(
+                    _type="normal", skipme=True
                 )
-            finally:
-                await connection.close()
-        await dropping
+            await at(0.55)
+            private_redis.stop()
+            figures.faults["redis stopped"] += 1
+            await asyncio.sleep(1.5)
+            private_redis.start()
 
-    async with asyncio.timeout(240):
-        await asyncio.gather(faults(), *(poster(people[n % USERS], n) for n in range(POSTERS)))
+            for fraction in (0.7, 0.85):
+                await at(fraction)
+                connection = await asyncpg.connect(database)
+                try:
+                    figures.faults["postgres connections terminated"] += await connection.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                finally:
+                    await connection.close()
+            await dropping
+        finally:
+            dropping.cancel()  # when this phase is cancelled (the timeout below)
 
-    # The database is the truth: seqs 1..N, each exactly once.
-    connection = await asyncpg.connect(database)
     try:
-        rows = await connection.fetch(
-            "SELECT seq, body FROM messages WHERE room_id = $1 ORDER BY seq", room_id
-        )
-    finally:
-        await connection.close()
-    stored = [row["body"] for row in rows]
-    total = len(rows)
-    assert [row["seq"] for row in rows] == list(range(1, total + 1))
+        async with asyncio.timeout(240):
+            await asyncio.gather(faults(), *(poster(people[n % USERS], n) for n in range(POSTERS)))
 
-    # Every tab catches up to the last message (or the figures below say how far not).
-    deadline = asyncio.get_running_loop().time() + 60
-    while any(tab.last < total for tab in tabs):
-        if asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.1)
-    await cancel_tasks(readers)
-    for client in [*(person.client for person in people), *(tab.client for tab in tabs)]:
-        await client.aclose()
+        # The database is the truth: seqs 1..N, each exactly once.
+        connection = await asyncpg.connect(database)
+        try:
+            rows = await connection.fetch(
+                "SELECT seq, body FROM messages WHERE room_id = $1 ORDER BY seq", room_id
+            )
+        finally:
+            await connection.close()
+        stored = [row["body"] for row in rows]
+        total = len(rows)
+        assert [row["seq"] for row in rows] == list(range(1, total + 1))
+
+        # Every tab catches up to the last message (or the figures below say how far not).
+        deadline = asyncio.get_running_loop().time() + 60
+        while any(tab.last < total for tab in tabs):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        # Also when a phase above fails: readers left reconnecting would keep the test
+        # (and the event loop's teardown) waiting for ever.
+        await cancel_tasks(readers)
+        for client in [*(person.client for person in people), *(tab.client for tab in tabs)]:
+            await client.aclose()
 
     doubled = sum(len(tab.seqs) - len(set(tab.seqs)) for tab in tabs)
     out_of_order = sum(tab.seqs != sorted(set(tab.seqs)) for tab in tabs)
