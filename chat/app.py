@@ -23,6 +23,7 @@ from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect, sqlite_checkpoints
 from chat.html_cache import KeptItems, MessageFragments
+from chat.htmx import is_htmx
 from chat.http_guards import guard_middleware
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.message_path import MessagePath
@@ -76,8 +77,8 @@ def create_templates() -> Jinja2Templates:
     @pass_context
     def url_for(context: dict[str, Any], name: str, /, **path_params: Any) -> str:
         """Starlette's `url_for`, remembered, and with the route found by its name:
-        Starlette tries every route of the table in turn (37 us for a member's
-        "Message" link), and a room page links every member and every room."""
+        Starlette tries every route of the table in turn, and a room page links every
+        member and every room."""
         request: Request = context["request"]
         base_url = str(request.base_url)
         key = (base_url, name, *sorted(path_params.items()))
@@ -99,7 +100,7 @@ def create_templates() -> Jinja2Templates:
 
 async def render_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    template = "errors/_error.html" if "hx-request" in request.headers else "errors/error.html"
+    template = "errors/_error.html" if is_htmx(request) else "errors/error.html"
     return request.app.state.templates.TemplateResponse(
         request,
         template,
@@ -156,12 +157,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if checkpoints is not None:
             checkpoints.start()
         # Loaded now rather than by the first request for each (one room page loads
-        # nine), which waited some 50 ms for their compiling after every start.
+        # nine), which would otherwise wait for their compiling after every start.
         for name in app.state.templates.env.list_templates():
             app.state.templates.env.get_template(name)
         # Everything loaded so far (modules, mappers, compiled templates) lives as long
         # as the process: out of the collector's sight, a full collection no longer
-        # walks it, which paused a request for up to 77 ms (chat bench history's p99).
+        # walks it, which pauses whichever request is running (seen in history's p99).
         gc.collect()
         gc.freeze()
         try:

@@ -178,7 +178,7 @@ async def load_session(request: Request) -> AuthSession | None:
     A request about a room (a `room_id` in its path) asks for the room next
     (chat.routes.rooms.find_room): the same statement reads it, in the same trip to
     the database, for find_room to take from request.state."""
-    if "auth_session" in request.state._state:
+    if hasattr(request.state, "auth_session"):
         return request.state.auth_session
     auth_session, room_asked, visible_room = None, None, None
     cookie = request.cookies.get(cookie_name(SESSION_COOKIE, request.app.state.settings.https))
@@ -297,8 +297,8 @@ def _is_same_origin(request: Request) -> bool:
     host = request.headers.get("host")
     if host is None:  # HTTP/1.0: the server's own address, as Starlette's URL has it
         return origin == f"{request.url.scheme}://{request.url.netloc}"
-    # Straight from the Host header: building the whole request URL for this cost a
-    # twentieth of a post's time on the event loop (py-spy).
+    # Straight from the Host header: building the whole request URL for this is a
+    # noticeable share of a post's time on the event loop.
     return origin == f"{request.scope.get('scheme', 'http')}://{host}"
 
 

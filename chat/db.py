@@ -151,8 +151,8 @@ async def driver_trip(
     statements on the DB-API connection itself, rows turned into objects by `Detached`.
     For one-row statements SQLAlchemy's work on each execution (session, execution
     context, result, ORM loading) is most of the cost, and on SQLite it runs on the
-    thread every request queues for: a session lookup took 489 µs through an ORM
-    session and 22 µs prepared (README, Benchmarks). `work` commits what it writes;
+    thread every request queues for: prepared, a session lookup costs a small fraction
+    of what it costs through an ORM session. `work` commits what it writes;
     anything it leaves open is rolled back."""
     engine = sessions.kw["bind"]
     if engine.dialect.name != "sqlite":
@@ -199,8 +199,8 @@ class SqliteTrips:
     way goes at once. One that comes while another is under way waits for it, then goes
     together with every trip that came meanwhile, in their order, each with its own
     outcome (and its own transaction: each ends its own, as alone): one pool checkout
-    and one hop to the thread for all of them. Under load each trip on its own paid both
-    (about 100 µs of CPU, README, Benchmarks), and the thread sat idle while the event
+    and one hop to the thread for all of them. Under load each trip on its own paid both,
+    and the thread sat idle while the event
     loop handed the connection on from one waiting trip to the next."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -224,8 +224,8 @@ class SqliteTrips:
 
     async def _hop(self, work: Callable[[Any], T]) -> T:
         # Straight from the pool: an `AsyncConnection` around it (`engine.connect()`)
-        # cost three greenlet switches and a `Connection` a trip, 290-340 µs of CPU
-        # against 120-170 µs here (README, Benchmarks), and no statement runs through it.
+        # costs three greenlet switches and a `Connection` each time, more than twice
+        # the CPU of this, and no statement runs through it.
         pooled = await self._engine.raw_connection()
         try:
             connection = pooled.driver_connection
@@ -466,7 +466,7 @@ def sqlite_checkpoints(engine: AsyncEngine) -> WalCheckpoints | None:
 
 
 # 64 MiB of log (4 KiB pages): the round's second checkpoint holds up the app's
-# connection for 7-20 ms, so it comes at most every few seconds under the heaviest load.
+# connection, so it should come at most every few seconds under the heaviest load.
 LOG_LIMIT_FRAMES = 16_384
 
 
@@ -480,11 +480,10 @@ class WalCheckpoints:
 
     The log starts over from its beginning only when a transaction begins with all of
     it copied back. Under a steady stream of posts a checkpoint beside them never gets
-    there: commits go on while it copies and syncs (60-90 ms for a second of posts
-    here), and the log grew by 18 MB a second at 338 posts/s, for ever (README,
-    Benchmarks). So once the log is over `LOG_LIMIT_FRAMES`, the round ends with a
+    there: commits go on while it copies and syncs, and under a steady load of posts
+    the log grows for ever. So once the log is over `LOG_LIMIT_FRAMES`, the round ends with a
     second checkpoint on the app's own connection, between its transactions: it copies
-    only what was written meanwhile (7-20 ms then, which every post waits for), and the
+    only what was written meanwhile (a short wait for every post), and the
     next commit starts the log over."""
 
     def __init__(self, database_path: str, engine: AsyncEngine, every_seconds: float = 1.0) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
 DEFAULT_BROKER_URL = "memory://"
@@ -41,6 +43,8 @@ def default_media_dir(database_url: str) -> Path:
         return Path(database_url.removeprefix(prefix)).parent / "media"
     return Path("media")
 
+
+T = TypeVar("T")
 
 OFF = frozenset({"", "0", "off", "false", "no"})
 
@@ -105,28 +109,40 @@ class Settings:
     https: bool = False
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings of the CHAT_* variables of `environ` (the process's by default);
+        an unset variable leaves the default stated in the class above."""
         env = os.environ if environ is None else environ
+
+        def get(name: str, default: T, convert: Callable[[str], T]) -> T:
+            value = env.get(name)
+            return default if value is None else convert(value)
+
+        def flag(name: str, default: bool) -> bool:
+            return get(name, default, lambda value: value.lower() not in OFF)
+
         secret_key = env.get("CHAT_SECRET_KEY") or load_or_create_secret_key(
             Path(env.get("CHAT_SECRET_KEY_FILE", DEFAULT_SECRET_KEY_FILE))
         )
-        database_url = env.get("CHAT_DATABASE_URL", DEFAULT_DATABASE_URL)
+        database_url = env.get("CHAT_DATABASE_URL", cls.database_url)
         return cls(
             database_url=database_url,
-            broker_url=env.get("CHAT_BROKER_URL", DEFAULT_BROKER_URL),
-            broker_prefix=env.get("CHAT_BROKER_PREFIX", DEFAULT_BROKER_PREFIX),
+            broker_url=env.get("CHAT_BROKER_URL", cls.broker_url),
+            broker_prefix=env.get("CHAT_BROKER_PREFIX", cls.broker_prefix),
             secret_key=secret_key,
-            log_level=env.get("CHAT_LOG_LEVEL", "INFO").upper(),
-            subscriber_queue_size=int(env.get("CHAT_SUBSCRIBER_QUEUE_SIZE", "256")),
-            presence_grace_seconds=float(env.get("CHAT_PRESENCE_GRACE_SECONDS", "10")),
-            presence_ttl_seconds=float(env.get("CHAT_PRESENCE_TTL_SECONDS", "30")),
-            typing_seconds=float(env.get("CHAT_TYPING_SECONDS", "5")),
+            log_level=env.get("CHAT_LOG_LEVEL", cls.log_level).upper(),
+            subscriber_queue_size=get("CHAT_SUBSCRIBER_QUEUE_SIZE", cls.subscriber_queue_size, int),
+            presence_grace_seconds=get(
+                "CHAT_PRESENCE_GRACE_SECONDS", cls.presence_grace_seconds, float
+            ),
+            presence_ttl_seconds=get("CHAT_PRESENCE_TTL_SECONDS", cls.presence_ttl_seconds, float),
+            typing_seconds=get("CHAT_TYPING_SECONDS", cls.typing_seconds, float),
             media_dir=Path(env.get("CHAT_MEDIA_DIR") or default_media_dir(database_url)),
-            max_upload_bytes=int(env.get("CHAT_MAX_UPLOAD_BYTES", str(10 * 1024 * 1024))),
-            max_files_per_message=int(env.get("CHAT_MAX_FILES_PER_MESSAGE", "5")),
-            max_image_pixels=int(env.get("CHAT_MAX_IMAGE_PIXELS", "25000000")),
-            image_decodes=int(env.get("CHAT_IMAGE_DECODES", "2")),
-            rate_limits=env.get("CHAT_RATE_LIMITS", "on").lower() not in OFF,
+            max_upload_bytes=get("CHAT_MAX_UPLOAD_BYTES", cls.max_upload_bytes, int),
+            max_files_per_message=get("CHAT_MAX_FILES_PER_MESSAGE", cls.max_files_per_message, int),
+            max_image_pixels=get("CHAT_MAX_IMAGE_PIXELS", cls.max_image_pixels, int),
+            image_decodes=get("CHAT_IMAGE_DECODES", cls.image_decodes, int),
+            rate_limits=flag("CHAT_RATE_LIMITS", cls.rate_limits),
             limit_login_account=env.get("CHAT_LIMIT_LOGIN_ACCOUNT", cls.limit_login_account),
             limit_login_address=env.get("CHAT_LIMIT_LOGIN_ADDRESS", cls.limit_login_address),
             limit_signup=env.get("CHAT_LIMIT_SIGNUP", cls.limit_signup),
@@ -134,12 +150,12 @@ class Settings:
             limit_change=env.get("CHAT_LIMIT_CHANGE", cls.limit_change),
             limit_room=env.get("CHAT_LIMIT_ROOM", cls.limit_room),
             limit_direct=env.get("CHAT_LIMIT_DIRECT", cls.limit_direct),
-            max_streams_per_user=int(env.get("CHAT_MAX_STREAMS_PER_USER", "30")),
-            session_days=float(env.get("CHAT_SESSION_DAYS", "30")),
-            session_idle_days=float(env.get("CHAT_SESSION_IDLE_DAYS", "14")),
-            allowed_hosts=_names(env.get("CHAT_ALLOWED_HOSTS", "localhost,127.0.0.1")),
-            trusted_proxies=_names(env.get("CHAT_TRUSTED_PROXIES", "")),
-            https=env.get("CHAT_HTTPS", "0").lower() not in OFF,
+            max_streams_per_user=get("CHAT_MAX_STREAMS_PER_USER", cls.max_streams_per_user, int),
+            session_days=get("CHAT_SESSION_DAYS", cls.session_days, float),
+            session_idle_days=get("CHAT_SESSION_IDLE_DAYS", cls.session_idle_days, float),
+            allowed_hosts=get("CHAT_ALLOWED_HOSTS", cls.allowed_hosts, _names),
+            trusted_proxies=get("CHAT_TRUSTED_PROXIES", cls.trusted_proxies, _names),
+            https=flag("CHAT_HTTPS", cls.https),
         )
 
     @property

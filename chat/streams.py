@@ -3,7 +3,7 @@
 sse-starlette's `EventSourceResponse.__call__` runs four tasks per stream in an anyio
 task group (the stream, a ping timer, a shutdown watch and a disconnect watch); those
 tasks, their cancel scopes and events, and the request's frames kept waiting under
-them, were most of an idle stream's memory (57 KiB). `RoomStreamResponse` is still an
+them, were most of an idle stream's memory. `RoomStreamResponse` is still an
 `EventSourceResponse` (its headers, its answer to HEAD, its shutdown detection, its
 comment frame for the heartbeat), but its `__call__` is its own, and the stream runs in
 the task the server already runs for the request, after the app has returned

@@ -36,7 +36,6 @@ from sqlalchemy.sql import Select
 from chat.models.base import ROOM, VIEWER, Base, UTCDateTime, utcnow
 from chat.models.users import User
 from chat.room_names import room_name_key
-from chat.sse import Cursor
 
 
 class Role(enum.StrEnum):
@@ -100,10 +99,6 @@ class Room(Base):
     # change takes the next number, so a stream can resume after the changes it has.
     last_change: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    @property
-    def cursor(self) -> Cursor:
-        return Cursor(self.last_seq, self.last_change)
 
     @classmethod
     async def change_count(cls, db: AsyncSession, room_id: int) -> int:

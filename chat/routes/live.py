@@ -11,6 +11,7 @@ from chat import rate_limits
 from chat.activity import UserStream
 from chat.auth import login_required, session_id
 from chat.db import in_one_trip
+from chat.htmx import is_htmx
 from chat.routes.forms import read_form
 from chat.routes.rooms import find_membership, int_param, room_state_changed
 from chat.streams import RoomStreamResponse
@@ -53,7 +54,7 @@ async def notify(request: Request) -> Response:
     async with request.app.state.db() as db:
         await membership.set_notify(db, choice == "on")
     await room_state_changed(request, membership)
-    if "hx-request" in request.headers:
+    if is_htmx(request):
         return request.app.state.templates.TemplateResponse(
             request, "rooms/_notify.html", {"room": room, "membership": membership}
         )

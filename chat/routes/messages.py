@@ -14,12 +14,18 @@ from chat import rate_limits
 from chat.auth import login_required
 from chat.db import in_one_trip
 from chat.html_cache import KeptPieces, csrf_field
+from chat.htmx import is_htmx
 from chat.message_path import InvalidMessage
 from chat.models import Message, MessageContent, MessageGone, MessageHead, NotYours, Room
 from chat.rate_limits import RateLimited
 from chat.routes.forms import message_form, read_form, refusal, refusal_status, typed_body
 from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, room_page
 from chat.uploads import InvalidAttachment
+
+# The refusals of the message routes, each said the same way wherever it comes up.
+NO_SUCH_MESSAGE = "There is no such message."
+MESSAGE_GONE = "This message does not exist or was deleted."
+NOT_YOURS = "Only its author can change this message."
 
 
 @login_required
@@ -36,7 +42,7 @@ async def create(request: Request) -> Response:
             )
     except (InvalidMessage, InvalidAttachment, RateLimited) as exc:
         error, status, body = refusal(exc), refusal_status(exc), typed_body(exc, body)
-        if "hx-request" in request.headers:
+        if is_htmx(request):
             response = await _composer(
                 request, room, error=error, body=body, reply_to_seq=reply_to_seq, status=status
             )
@@ -49,7 +55,7 @@ async def create(request: Request) -> Response:
         return response
     if message is None:  # they left or were removed a moment ago
         raise HTTPException(403, "You are no longer a member of this room.")
-    if "hx-request" in request.headers:
+    if is_htmx(request):
         # The message itself reaches this tab through its stream, like every other tab.
         response = await _composer(request, room)
     else:
@@ -147,7 +153,7 @@ async def history(request: Request) -> Response:
 def _seq(request: Request) -> int:
     seq = request.path_params["seq"]
     if seq > MAX_ID:
-        raise HTTPException(404, "There is no such message.")
+        raise HTTPException(404, NO_SUCH_MESSAGE)
     return seq
 
 
@@ -157,10 +163,10 @@ async def _changed(request: Request, room: Room, change: Awaitable[Message]) -> 
     try:
         message = await change
     except MessageGone as exc:
-        raise HTTPException(404, "This message does not exist or was deleted.") from exc
+        raise HTTPException(404, MESSAGE_GONE) from exc
     except NotYours as exc:
-        raise HTTPException(403, "Only its author can change this message.") from exc
-    if "hx-request" in request.headers:
+        raise HTTPException(403, NOT_YOURS) from exc
+    if is_htmx(request):
         return request.app.state.templates.TemplateResponse(
             request, "messages/_message.html", {"message": message}
         )
@@ -172,12 +178,12 @@ async def show(request: Request) -> Response:
     """One message as it stands (htmx: the partial, e.g. to cancel an edit)."""
     room, _ = await find_room(request)
     seq = _seq(request)
-    if "hx-request" not in request.headers:
+    if not is_htmx(request):
         return _back_to(request, room.id, seq)
     async with request.app.state.db() as db:
         message = await Message.find(db, room.id, seq, deleted=True)
     if message is None:
-        raise HTTPException(404, "There is no such message.")
+        raise HTTPException(404, NO_SUCH_MESSAGE)
     return request.app.state.templates.TemplateResponse(
         request, "messages/_message.html", {"message": message}
     )
@@ -197,9 +203,9 @@ async def actions(request: Request) -> Response:
     async with request.app.state.db() as db:
         message = await Message.find(db, room.id, _seq(request))
     if message is None:
-        raise HTTPException(404, "This message does not exist or was deleted.")
+        raise HTTPException(404, MESSAGE_GONE)
     mine = message.author_id == request.state.user.id
-    template = "messages/_menu.html" if "hx-request" in request.headers else "messages/actions.html"
+    template = "messages/_menu.html" if is_htmx(request) else "messages/actions.html"
     return request.app.state.templates.TemplateResponse(
         request,
         template,
@@ -219,16 +225,16 @@ async def edit_form(request: Request) -> Response:
     async with request.app.state.db() as db:
         message = await Message.find(db, room.id, seq)
     if message is None:
-        raise HTTPException(404, "This message does not exist or was deleted.")
+        raise HTTPException(404, MESSAGE_GONE)
     if message.author_id != request.state.user.id:
-        raise HTTPException(403, "Only its author can change this message.")
+        raise HTTPException(403, NOT_YOURS)
     return _edit_form(request, room, message, body=message.body)
 
 
 def _edit_form(
     request: Request, room: Room, message: Message, *, body: str, error: str = "", status: int = 200
 ) -> Response:
-    template = "messages/_edit.html" if "hx-request" in request.headers else "messages/edit.html"
+    template = "messages/_edit.html" if is_htmx(request) else "messages/edit.html"
     return request.app.state.templates.TemplateResponse(
         request,
         template,
@@ -250,9 +256,9 @@ async def edit(request: Request) -> Response:
         async with request.app.state.db() as db:
             message = await Message.find(db, room.id, seq)
         if message is None:
-            raise HTTPException(404, "This message does not exist or was deleted.") from exc
+            raise HTTPException(404, MESSAGE_GONE) from exc
         if message.author_id != request.state.user.id:
-            raise HTTPException(403, "Only its author can change this message.") from exc
+            raise HTTPException(403, NOT_YOURS) from exc
         return _edit_form(request, room, message, body=body, error=str(exc), status=400)
 
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chat.auth import login_required
+from chat.htmx import is_history_restore, is_htmx
 from chat.routes.rooms import int_param
 from chat.search import MAX_QUERY_CHARS, parse, search
 
@@ -26,8 +27,7 @@ async def page(request: Request) -> Response:
     async with request.app.state.db() as db:
         results = await search(db, request.state.user, query, before_id=before)
     # htmx restoring history from the server wants the whole page, not the fragment.
-    headers = request.headers
-    partial = "hx-request" in headers and "hx-history-restore-request" not in headers
+    partial = is_htmx(request) and not is_history_restore(request)
     return request.app.state.templates.TemplateResponse(
         request,
         "search/_results.html" if partial else "search/page.html",

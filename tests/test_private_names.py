@@ -1,0 +1,90 @@
+"""The private names of other libraries that chat relies on, each library pinned to its
+minor version in pyproject.toml. An upgrade that renames or drops one fails here, with
+the name, rather than somewhere deep in a stream or a post. Whether the code that uses
+them still behaves the same is tested beside it (tests/test_stream_serving.py,
+tests/test_driver_trip.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sqlite3
+import tomllib
+from pathlib import Path
+
+import aiosqlite
+import sqlalchemy
+import sse_starlette
+import uvicorn
+from packaging.requirements import Requirement
+from packaging.version import Version
+from sqlalchemy import Integer, bindparam, column, select, table
+from sqlalchemy.dialects import sqlite
+from sse_starlette import EventSourceResponse
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def requirement(name: str) -> Requirement:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"]:
+        parsed = Requirement(line)
+        if parsed.name == name:
+            return parsed
+    raise AssertionError(f"{name} is not a dependency")
+
+
+def test_each_library_whose_private_names_chat_uses_is_pinned_to_the_installed_minor():
+    for name, module in [
+        ("sse-starlette", sse_starlette),
+        ("uvicorn", uvicorn),
+        ("aiosqlite", aiosqlite),
+        ("sqlalchemy", sqlalchemy),
+    ]:
+        specifier = requirement(name).specifier
+        installed = Version(module.__version__)
+        assert installed in specifier, f"{name} {installed} is outside {specifier}"
+        minor = Version(f"{installed.major}.{installed.minor + 1}")
+        assert minor not in specifier, f"{name} is not pinned to its minor version"
+
+
+def test_sse_starlette_still_has_the_exit_detection_the_streams_wait_on():
+    # chat.streams.OpenStreams._end_all_at_shutdown
+    assert inspect.iscoroutinefunction(EventSourceResponse._listen_for_exit_signal)
+
+
+def test_uvicorn_httptools_connection_still_has_the_fields_a_direct_write_reads():
+    # chat.streams.DirectWrite.write reads these.
+    source = inspect.getsource(RequestResponseCycle.__init__)
+    for field in ("transport", "flow", "chunked_encoding", "response_complete", "disconnected"):
+        assert f"self.{field} =" in source or f"self.{field}:" in source, (
+            f"RequestResponseCycle.{field} is gone"
+        )
+    assert "self.write_paused =" in inspect.getsource(FlowControl.__init__)
+
+
+async def test_aiosqlite_still_has_the_queue_and_connection_the_sqlite_fast_path_uses():
+    # chat.db.SqliteTrips._hop and driver_trip: work runs on the connection's thread.
+    async with aiosqlite.connect(":memory:") as connection:
+        assert isinstance(connection._conn, sqlite3.Connection)
+        assert await connection._execute(lambda: 42) == 42
+
+
+async def test_asyncio_futures_still_carry_the_flag_a_task_clears_before_it_waits():
+    # chat.streams.watch_disconnect steps uvicorn's receive() as a task would.
+    future = asyncio.get_running_loop().create_future()
+    assert future._asyncio_future_blocking is False
+
+
+def test_sqlalchemy_still_offers_what_prepared_statements_and_detached_rows_use():
+    # chat.db._Compiled.of and chat.db.Detached.
+    from sqlalchemy.orm.instrumentation import manager_of_class
+
+    assert callable(manager_of_class)
+    numbers = table("numbers", column("n", Integer))
+    compiled = (
+        select(numbers.c.n).where(numbers.c.n == bindparam("n")).compile(dialect=sqlite.dialect())
+    )
+    assert [compiled.binds[name].key for name in compiled.positiontup] == ["n"]
