@@ -113,6 +113,74 @@ def create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _create_bot(name: str, owner_name: str | None) -> str:
+    from chat.db import create_engine, create_sessionmaker
+    from chat.models import Bot, User
+
+    engine = create_engine(Settings.from_env().database_url)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            owner = None
+            if owner_name is not None:
+                owner = await User.by_username(db, owner_name)
+                if owner is None:
+                    return f"there is no user {owner_name!r}."
+            if await Bot.create(db, name, owner) is None:
+                return f"{name!r} is taken."
+            return ""
+    finally:
+        await engine.dispose()
+
+
+def create_bot(args: argparse.Namespace) -> int:
+    from chat.routes.sessions import USERNAME
+
+    if not USERNAME.fullmatch(args.name):
+        print("chat create-bot: names are 3 to 32 letters, digits, _ or -.", file=sys.stderr)
+        return 2
+    if problem := asyncio.run(_create_bot(args.name, args.owner)):
+        print(f"chat create-bot: {problem}", file=sys.stderr)
+        return 1
+    print(f"created bot {args.name}")
+    return 0
+
+
+async def _create_token(args: argparse.Namespace) -> tuple[str, str]:
+    """(the token's secret, "") or ("", what went wrong)."""
+    from chat.db import create_engine, create_sessionmaker
+    from chat.models import ApiToken, Room, User
+
+    engine = create_engine(Settings.from_env().database_url)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            user = await User.by_username(db, args.username)
+            if user is None:
+                return "", f"there is no user {args.username!r}."
+            rooms = {room.id for room, _ in await Room.of_member(db, user)}
+            if outside := sorted(set(args.room) - rooms):
+                return "", f"{args.username} is not in room(s) {outside}."
+            _, secret = await ApiToken.issue(
+                db, user, args.name, may_write=args.write, room_ids=args.room
+            )
+            return secret, ""
+    finally:
+        await engine.dispose()
+
+
+def create_token(args: argparse.Namespace) -> int:
+    from chat.models.tokens import MAX_TOKEN_NAME
+
+    if not args.name.strip() or len(args.name) > MAX_TOKEN_NAME:
+        print(f"chat create-token: --name is 1 to {MAX_TOKEN_NAME} characters.", file=sys.stderr)
+        return 2
+    secret, problem = asyncio.run(_create_token(args))
+    if problem:
+        print(f"chat create-token: {problem}", file=sys.stderr)
+        return 1
+    print(secret)  # the only time it is shown
+    return 0
+
+
 def db_upgrade(_args: argparse.Namespace) -> int:
     upgrade_database(Settings.from_env().database_url)
     return 0
@@ -137,6 +205,24 @@ def main(argv: list[str] | None = None) -> None:
     user_parser = commands.add_parser("create-user", help="add an account (asks the password)")
     user_parser.add_argument("username")
     user_parser.set_defaults(run=create_user)
+
+    bot_parser = commands.add_parser("create-bot", help="add a bot account (no password)")
+    bot_parser.add_argument("name")
+    bot_parser.add_argument("--owner", help="the user who manages it on /account/bots")
+    bot_parser.set_defaults(run=create_bot)
+
+    token_parser = commands.add_parser(
+        "create-token", help="issue an API token to a user or bot (printed once)"
+    )
+    token_parser.add_argument("username")
+    token_parser.add_argument("--name", required=True, help="what the token is for")
+    token_parser.add_argument(
+        "--write", action="store_true", help="may post, edit, delete and react (else read only)"
+    )
+    token_parser.add_argument(
+        "--room", type=int, action="append", default=[], help="limit it to this room id (repeat)"
+    )
+    token_parser.set_defaults(run=create_token)
 
     # Named in the help; parsed and run by bench/, imported only when asked for.
     commands.add_parser("seed", help="fill a database with realistic chat history", add_help=False)

@@ -44,6 +44,8 @@ LIMITS = {
     "change": "limit_change",
     "room": "limit_room",
     "direct": "limit_direct",
+    "api": "limit_api",
+    "hook": "limit_hook",
 }
 
 
@@ -56,6 +58,8 @@ REFUSALS = {
     "change": "You are changing messages faster than the chat allows.",
     "room": "You have made as many rooms as the chat allows for now.",
     "direct": "You have started as many conversations as the chat allows for now.",
+    "api": "This token is making requests faster than the chat allows.",
+    "hook": "This webhook is posting faster than the chat allows.",
 }
 # Streams are not counted over time: one closing is what frees a place.
 STREAM_RETRY_SECONDS = 10

@@ -54,6 +54,15 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
+BOT_CREATORS = ("admins", "everyone")
+
+
+def _bot_creators(value: str) -> str:
+    if value not in BOT_CREATORS:
+        raise ValueError(f"CHAT_BOT_CREATORS must be one of {', '.join(BOT_CREATORS)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -107,6 +116,17 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
     trusted_proxies: tuple[str, ...] = ()
     https: bool = False
+    # Bots and the API (chat/api/, chat/webhooks.py). Who may make bots: "admins" or
+    # "everyone".
+    bot_creators: str = "everyone"
+    limit_api: str = "600 per minute"
+    limit_hook: str = "60 per minute"
+    max_api_body_bytes: int = 32 * 1024
+    # Outgoing webhooks: addresses in private, loopback and link-local ranges are
+    # refused unless this is on (the tests reach their own loopback receiver).
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 5.0
+    webhook_attempts: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,6 +176,15 @@ class Settings:
             allowed_hosts=get("CHAT_ALLOWED_HOSTS", cls.allowed_hosts, _names),
             trusted_proxies=get("CHAT_TRUSTED_PROXIES", cls.trusted_proxies, _names),
             https=flag("CHAT_HTTPS", cls.https),
+            bot_creators=get("CHAT_BOT_CREATORS", cls.bot_creators, _bot_creators),
+            limit_api=env.get("CHAT_LIMIT_API", cls.limit_api),
+            limit_hook=env.get("CHAT_LIMIT_HOOK", cls.limit_hook),
+            max_api_body_bytes=get("CHAT_MAX_API_BODY_BYTES", cls.max_api_body_bytes, int),
+            webhook_allow_private=flag("CHAT_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
+            webhook_timeout_seconds=get(
+                "CHAT_WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout_seconds, float
+            ),
+            webhook_attempts=get("CHAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts, int),
         )
 
     @property

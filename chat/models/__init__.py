@@ -9,6 +9,7 @@ that the database keeps beside `messages`.
 
 from chat.models.attachments import THUMBNAIL_BOX, Attachment, size_text
 from chat.models.base import MAX_ID, Base, UTCDateTime, utcnow
+from chat.models.bots import Bot, DeliveryState, IncomingWebhook, WebhookDelivery
 from chat.models.listing import listed_for
 from chat.models.message_rows import (
     QUOTE_CHARS,
@@ -30,6 +31,7 @@ from chat.models.messages import (
 from chat.models.rooms import Listed, Member, Membership, NotDirectable, Role, Room, RoomKind
 from chat.models.search_index import SEARCH_INDEX_DDL, SEARCH_INDEX_OBJECTS
 from chat.models.sessions import AuthSession
+from chat.models.tokens import ApiToken
 from chat.models.users import User
 
 __all__ = [
@@ -39,9 +41,13 @@ __all__ = [
     "SEARCH_INDEX_DDL",
     "SEARCH_INDEX_OBJECTS",
     "THUMBNAIL_BOX",
+    "ApiToken",
     "Attachment",
     "AuthSession",
     "Base",
+    "Bot",
+    "DeliveryState",
+    "IncomingWebhook",
     "Listed",
     "Member",
     "Membership",
@@ -60,6 +66,7 @@ __all__ = [
     "RoomKind",
     "UTCDateTime",
     "User",
+    "WebhookDelivery",
     "excerpt_of",
     "group_reactions",
     "listed_for",

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import (
     Index,
     String,
+    false,
     func,
     select,
     update,
@@ -28,6 +29,9 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(32))
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A bot (chat/models/bots.py) signs in only with API tokens: its password hash is
+    # empty, which no password verifies.
+    is_bot: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     @classmethod
     async def by_username(cls, db: AsyncSession, username: str) -> User | None:

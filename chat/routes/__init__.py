@@ -11,6 +11,7 @@ from starlette.staticfiles import StaticFiles
 from chat.routes import (
     account,
     attachments,
+    bots,
     direct,
     events,
     health,
@@ -19,6 +20,7 @@ from chat.routes import (
     rooms,
     search,
     sessions,
+    tokens,
 )
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -56,6 +58,35 @@ routes = [
         account.end_session,
         methods=["POST"],
         name="end_session",
+    ),
+    Route("/account/tokens", tokens.page, methods=["GET"], name="tokens"),
+    Route("/account/tokens", tokens.issue, methods=["POST"], name="issue_token"),
+    Route(
+        "/account/tokens/{token_id:int}/revoke",
+        tokens.revoke,
+        methods=["POST"],
+        name="revoke_token",
+    ),
+    Route("/account/bots", bots.index, methods=["GET"], name="bots"),
+    Route("/account/bots", bots.create, methods=["POST"], name="create_bot"),
+    Route("/account/bots/{bot_id:int}", bots.show, methods=["GET"], name="bot"),
+    Route(
+        "/account/bots/{bot_id:int}/tokens",
+        bots.issue_token,
+        methods=["POST"],
+        name="issue_bot_token",
+    ),
+    Route(
+        "/account/bots/{bot_id:int}/tokens/{token_id:int}/revoke",
+        bots.revoke_token,
+        methods=["POST"],
+        name="revoke_bot_token",
+    ),
+    Route(
+        "/account/bots/{bot_id:int}/rooms",
+        bots.add_to_room,
+        methods=["POST"],
+        name="add_bot_to_room",
     ),
     Route("/rooms", rooms.to_index, methods=["GET"], name="rooms"),
     Route("/rooms", rooms.create, methods=["POST"], name="create_room"),
