@@ -194,7 +194,12 @@ async def load_session(request: Request) -> AuthSession | None:
                 lambda trip: AuthSession.find(trip, _token_hash(token), room_asked),
                 statements_apart=True,
             )
-            if found is not None and await _still_valid(request, found[0]):
+            # A deactivated account's sessions were ended; one that raced it is refused.
+            if (
+                found is not None
+                and found[0].user.deactivated_at is None
+                and await _still_valid(request, found[0])
+            ):
                 auth_session, visible_room = found
     request.state.auth_session = auth_session
     request.state.user = auth_session.user if auth_session else None

@@ -1,4 +1,4 @@
-"""`chat serve | db upgrade | create-user | seed | bench`.
+"""`chat serve | db upgrade | create-user | admin | seed | bench`.
 
 `seed` and `bench` belong to the benchmark package beside this one (bench/), imported
 only when one of them is asked for."""
@@ -81,17 +81,56 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _create_user(username: str, password: str) -> bool:
+async def _create_user(username: str, password: str, is_admin: bool) -> bool:
     from chat.auth import hash_password
     from chat.db import create_engine, create_sessionmaker
-    from chat.models import User
+    from chat.models import AdminEvent, User
 
     engine = create_engine(Settings.from_env().database_url)
     try:
         async with create_sessionmaker(engine)() as db:
-            return await User.create(db, username, await hash_password(password)) is not None
+            password_hash = await hash_password(password)
+            user = await User.create(db, username, password_hash, is_admin=is_admin)
+            if user is not None and is_admin:
+                await AdminEvent.record(db, None, "admin_granted", f"user {username}", "created")
+            return user is not None
     finally:
         await engine.dispose()
+
+
+async def _set_admin(username: str, is_admin: bool) -> str | None:
+    """Make `username` an administrator or not; what went wrong, or None."""
+    import structlog
+
+    from chat.db import create_engine, create_sessionmaker
+    from chat.models import AdminEvent, User
+
+    engine = create_engine(Settings.from_env().database_url)
+    try:
+        async with create_sessionmaker(engine)() as db:
+            user = await User.by_username(db, username)
+            if user is None:
+                return f"there is no user called {username!r}."
+            if user.is_admin != is_admin:
+                await user.set_admin(db, is_admin)
+                action = "admin_granted" if is_admin else "admin_revoked"
+                await AdminEvent.record(db, None, action, f"user {user.username}")
+                structlog.get_logger("chat.admin").info(
+                    f"admin.{action}", admin_id=None, target=f"user {user.username}"
+                )
+            return None
+    finally:
+        await engine.dispose()
+
+
+def admin(args: argparse.Namespace) -> int:
+    problem = asyncio.run(_set_admin(args.username, args.action == "grant"))
+    if problem:
+        print(f"chat admin: {problem}", file=sys.stderr)
+        return 1
+    verb = "is now" if args.action == "grant" else "is no longer"
+    print(f"{args.username} {verb} an administrator")
+    return 0
 
 
 def create_user(args: argparse.Namespace) -> int:
@@ -106,10 +145,10 @@ def create_user(args: argparse.Namespace) -> int:
     if problem := password_problem(password, args.username):
         print(f"chat create-user: {problem}", file=sys.stderr)
         return 2
-    if not asyncio.run(_create_user(args.username, password)):
+    if not asyncio.run(_create_user(args.username, password, args.admin)):
         print(f"chat create-user: {args.username!r} is taken.", file=sys.stderr)
         return 1
-    print(f"created {args.username}")
+    print(f"created {args.username}" + (" (an administrator)" if args.admin else ""))
     return 0
 
 
@@ -204,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
 
     user_parser = commands.add_parser("create-user", help="add an account (asks the password)")
     user_parser.add_argument("username")
+    user_parser.add_argument("--admin", action="store_true", help="make it an administrator")
     user_parser.set_defaults(run=create_user)
 
     bot_parser = commands.add_parser("create-bot", help="add a bot account (no password)")
@@ -223,6 +263,11 @@ def main(argv: list[str] | None = None) -> None:
         "--room", type=int, action="append", default=[], help="limit it to this room id (repeat)"
     )
     token_parser.set_defaults(run=create_token)
+
+    admin_parser = commands.add_parser("admin", help="make an account an administrator or not")
+    admin_parser.add_argument("action", choices=["grant", "revoke"])
+    admin_parser.add_argument("username")
+    admin_parser.set_defaults(run=admin)
 
     # Named in the help; parsed and run by bench/, imported only when asked for.
     commands.add_parser("seed", help="fill a database with realistic chat history", add_help=False)

@@ -63,6 +63,16 @@ def _bot_creators(value: str) -> str:
     return value
 
 
+SIGNUP_POLICIES = ("open", "invite", "closed")
+
+
+def _signup_policy(value: str) -> str:
+    policy = value.strip().lower()
+    if policy and policy not in SIGNUP_POLICIES:
+        raise ValueError(f"CHAT_SIGNUP must be one of {', '.join(SIGNUP_POLICIES)}, not {value!r}")
+    return policy
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -127,6 +137,11 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 5.0
     webhook_attempts: int = 5
+    # The sign-up policy, when the environment fixes it (open, invite or closed); empty
+    # leaves it to the administrators' choice on /admin (open until they choose).
+    signup: str = ""
+    # How long an administrator's password-reset link works.
+    password_reset_hours: float = 24.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -185,6 +200,8 @@ class Settings:
                 "CHAT_WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout_seconds, float
             ),
             webhook_attempts=get("CHAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts, int),
+            signup=get("CHAT_SIGNUP", cls.signup, _signup_policy),
+            password_reset_hours=get("CHAT_PASSWORD_RESET_HOURS", cls.password_reset_hours, float),
         )
 
     @property

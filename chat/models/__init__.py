@@ -7,6 +7,14 @@ Importing this package defines every table (in dependency order) and the search 
 that the database keeps beside `messages`.
 """
 
+from chat.models.admin import (
+    COMMAND_LINE,
+    AdminEvent,
+    InstanceSetting,
+    PasswordReset,
+    SignupPolicy,
+    signup_policy,
+)
 from chat.models.attachments import THUMBNAIL_BOX, Attachment, size_text
 from chat.models.base import MAX_ID, Base, UTCDateTime, utcnow
 from chat.models.bots import Bot, DeliveryState, IncomingWebhook, WebhookDelivery
@@ -35,12 +43,14 @@ from chat.models.tokens import ApiToken
 from chat.models.users import User
 
 __all__ = [
+    "COMMAND_LINE",
     "HAS_LINK_SQL",
     "MAX_ID",
     "QUOTE_CHARS",
     "SEARCH_INDEX_DDL",
     "SEARCH_INDEX_OBJECTS",
     "THUMBNAIL_BOX",
+    "AdminEvent",
     "ApiToken",
     "Attachment",
     "AuthSession",
@@ -48,6 +58,7 @@ __all__ = [
     "Bot",
     "DeliveryState",
     "IncomingWebhook",
+    "InstanceSetting",
     "Listed",
     "Member",
     "Membership",
@@ -59,17 +70,20 @@ __all__ = [
     "MessageVersion",
     "NotDirectable",
     "NotYours",
+    "PasswordReset",
     "Quote",
     "Reaction",
     "Role",
     "Room",
     "RoomKind",
+    "SignupPolicy",
     "UTCDateTime",
     "User",
     "WebhookDelivery",
     "excerpt_of",
     "group_reactions",
     "listed_for",
+    "signup_policy",
     "size_text",
     "utcnow",
 ]

@@ -105,9 +105,16 @@ class ApiToken(Base):
 
     @classmethod
     async def by_secret(cls, db: AsyncSession, secret: str) -> ApiToken | None:
-        """The live (not revoked) token whose secret this is, with its user."""
+        """The live (not revoked) token whose secret this is, with its user; none for a
+        deactivated account's."""
         return await db.scalar(
-            select(cls).where(cls.token_hash == secret_hash(secret), cls.revoked_at.is_(None))
+            select(cls)
+            .join(User, User.id == cls.user_id)
+            .where(
+                cls.token_hash == secret_hash(secret),
+                cls.revoked_at.is_(None),
+                User.deactivated_at.is_(None),
+            )
         )
 
     @classmethod

@@ -32,15 +32,25 @@ class User(Base):
     # A bot (chat/models/bots.py) signs in only with API tokens: its password hash is
     # empty, which no password verifies.
     is_bot: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Administrators see /admin (chat create-user --admin, chat admin grant NAME).
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # A deactivated account cannot sign in and has no sessions; its messages stay.
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_active(self) -> bool:
+        return self.deactivated_at is None
 
     @classmethod
     async def by_username(cls, db: AsyncSession, username: str) -> User | None:
         return await db.scalar(select(cls).where(func.lower(cls.username) == username.lower()))
 
     @classmethod
-    async def create(cls, db: AsyncSession, username: str, password_hash: str) -> User | None:
+    async def create(
+        cls, db: AsyncSession, username: str, password_hash: str, *, is_admin: bool = False
+    ) -> User | None:
         """Insert a user; None when the name is taken (in any letter case)."""
-        user = cls(username=username, password_hash=password_hash)
+        user = cls(username=username, password_hash=password_hash, is_admin=is_admin)
         db.add(user)
         try:
             await db.commit()
@@ -50,6 +60,30 @@ class User(Base):
         return user
 
     @classmethod
+    async def search(cls, db: AsyncSession, text: str, limit: int) -> list[User]:
+        """Accounts whose username contains `text` (any letter case), by username."""
+        pattern = "%" + _like_escaped(text.lower()) + "%"
+        rows = await db.scalars(
+            select(cls)
+            .where(func.lower(cls.username).like(pattern, escape="\\"))
+            .order_by(func.lower(cls.username))
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def set_admin(self, db: AsyncSession, is_admin: bool) -> None:
+        await db.execute(update(User).where(User.id == self.id).values(is_admin=is_admin))
+        await db.commit()
+        self.is_admin = is_admin
+
+    async def set_deactivated(self, db: AsyncSession, deactivated: bool) -> None:
+        """Deactivate (now) or reactivate; the caller ends the account's sessions."""
+        when = utcnow() if deactivated else None
+        await db.execute(update(User).where(User.id == self.id).values(deactivated_at=when))
+        await db.commit()
+        self.deactivated_at = when
+
+    @classmethod
     async def change_password_hash(cls, db: AsyncSession, user_id: int, password_hash: str) -> None:
         await db.execute(update(cls).where(cls.id == user_id).values(password_hash=password_hash))
         await db.commit()
@@ -57,3 +91,8 @@ class User(Base):
 
 # Case-insensitive uniqueness: "Alice" and "alice" are one person in @mentions.
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
+
+
+def _like_escaped(text: str) -> str:
+    """`text` matched literally by LIKE (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -12,9 +12,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from chat import rate_limits
+from chat.accounts import end_sessions
 from chat.auth import hash_password, login_required, verify_password
-from chat.broker import BrokerUnavailable, user_channel
-from chat.message_path import end_session_signal
 from chat.models import AuthSession, User
 from chat.passwords import MAX_PASSWORD, password_problem
 from chat.rate_limits import RateLimited
@@ -106,24 +105,13 @@ async def end_other_sessions(request: Request) -> Response:
 
 
 async def _end_sessions(request: Request, public_ids: set[str] | None) -> list[str]:
-    """End the viewer's sessions named by `public_ids` (all when None) but this one;
-    their open streams close at once, on every worker (the end-session signal on the
-    user's channel, as Log out sends). The public ids of those ended."""
-    user_id = request.state.user.id
-    async with request.app.state.db() as db:
-        ended = await AuthSession.end(
-            db, user_id, public_ids, keep=request.state.auth_session.token_hash
-        )
-    for public_id in ended:
-        try:
-            await request.app.state.broker.publish(
-                user_channel(user_id), end_session_signal(public_id)
-            )
-        except BrokerUnavailable:  # the sessions are gone; their streams end on reconnect
-            log.warning("session.end_signal_lost", user_id=user_id)
-    if ended:
-        log.info("user.sessions_ended", user_id=user_id, count=len(ended))
-    return ended
+    """End the viewer's sessions named by `public_ids` (all when None) but this one."""
+    return await end_sessions(
+        request.app.state,
+        request.state.user.id,
+        public_ids,
+        keep=request.state.auth_session.token_hash,
+    )
 
 
 def _back(request: Request, done: str) -> Response:

@@ -20,7 +20,7 @@ from chat.auth import (
 from chat.broker import user_channel
 from chat.http_guards import client_address
 from chat.message_path import end_session_signal
-from chat.models import User
+from chat.models import SignupPolicy, User, signup_policy
 from chat.passwords import MAX_PASSWORD, password_problem
 from chat.rate_limits import RateLimited
 from chat.routes.forms import read_form
@@ -55,9 +55,15 @@ def _safe_next(value: str | None) -> str:
     return "/"
 
 
-def _form(
+async def current_signup_policy(request: Request) -> SignupPolicy:
+    async with request.app.state.db() as db:
+        return await signup_policy(db, request.app.state.settings.signup)
+
+
+async def _form(
     request: Request, purpose: str, *, error: str = "", username: str = "", status: int = 200
 ) -> Response:
+    policy = await current_signup_policy(request)
     return request.app.state.templates.TemplateResponse(
         request,
         "sessions/form.html",
@@ -67,6 +73,8 @@ def _form(
             "error": error,
             "username": username[:MAX_ECHO],
             "next": _safe_next(request.query_params.get("next")),
+            "signup_open": policy == SignupPolicy.OPEN,
+            "signup_closed": SIGNUP_CLOSED.get(policy, "") if purpose == "signup" else "",
         },
         status_code=status,
     )
@@ -82,14 +90,23 @@ async def _signed_in(request: Request, form: dict[str, str], user: User) -> Resp
 async def signup_form(request: Request) -> Response:
     if await load_session(request):
         return RedirectResponse(request.url_for("index"), status_code=303)
-    return _form(request, "signup")
+    closed = await current_signup_policy(request) != SignupPolicy.OPEN
+    return await _form(request, "signup", status=403 if closed else 200)
+
+
+SIGNUP_CLOSED = {
+    SignupPolicy.INVITE: "Sign-up is by invitation only: open the invite link you were given.",
+    SignupPolicy.CLOSED: "Sign-up is closed. Ask an administrator of this chat for an account.",
+}
 
 
 async def signup(request: Request) -> Response:
     form = await read_form(request)
+    if await current_signup_policy(request) != SignupPolicy.OPEN:
+        return await _form(request, "signup", status=403)
     username, password = form.get("username", "").strip(), form.get("password", "")
     if not USERNAME.fullmatch(username):
-        return _form(
+        return await _form(
             request,
             "signup",
             error="Usernames are 3 to 32 letters, digits, _ or -, starting with a letter or digit.",
@@ -97,15 +114,15 @@ async def signup(request: Request) -> Response:
             status=400,
         )
     if problem := password_problem(password, username):
-        return _form(request, "signup", error=problem, username=username, status=400)
+        return await _form(request, "signup", error=problem, username=username, status=400)
     try:
         await rate_limits.hit(request, "signup", f"address:{client_address(request)}")
     except RateLimited as exc:
-        return _refused(request, "signup", exc, username)
+        return await _refused(request, "signup", exc, username)
     async with request.app.state.db() as db:
         user = await User.create(db, username, await hash_password(password))
     if user is None:
-        return _form(
+        return await _form(
             request, "signup", error="That username is taken.", username=username, status=400
         )
     log.info("user.signed_up", user_id=user.id)
@@ -115,7 +132,7 @@ async def signup(request: Request) -> Response:
 async def login_form(request: Request) -> Response:
     if await load_session(request):
         return RedirectResponse(request.url_for("index"), status_code=303)
-    return _form(request, "login")
+    return await _form(request, "login")
 
 
 async def login(request: Request) -> Response:
@@ -131,7 +148,7 @@ async def login(request: Request) -> Response:
         for limit, key in keys:
             await rate_limits.check(request, limit, key)
     except RateLimited as exc:
-        return _refused(request, "login", exc, username)
+        return await _refused(request, "login", exc, username)
     user = None
     if username and len(password) <= MAX_PASSWORD:
         async with request.app.state.db() as db:
@@ -140,15 +157,24 @@ async def login(request: Request) -> Response:
         log.info("user.login_failed")
         for limit, key in keys:
             await rate_limits.hit(request, limit, key)
-        return _form(
+        return await _form(
             request, "login", error="Wrong username or password.", username=username, status=401
+        )
+    if not user.is_active:
+        log.info("user.login_refused_deactivated", user_id=user.id)
+        return await _form(
+            request,
+            "login",
+            error="This account is deactivated. Ask an administrator of this chat.",
+            username=username,
+            status=403,
         )
     log.info("user.logged_in", user_id=user.id)
     return await _signed_in(request, form, user)
 
 
-def _refused(request: Request, purpose: str, exc: RateLimited, username: str) -> Response:
-    response = _form(request, purpose, error=exc.detail, username=username, status=429)
+async def _refused(request: Request, purpose: str, exc: RateLimited, username: str) -> Response:
+    response = await _form(request, purpose, error=exc.detail, username=username, status=429)
     response.headers.update(exc.headers or {})
     return response
 
