@@ -20,11 +20,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("is_admin", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-        batch_op.add_column(sa.Column("deactivated_at", sa.DateTime(timezone=True), nullable=True))
+    # Plain ALTER TABLE ADD COLUMN: batch mode would copy the table on SQLite and lose
+    # the expression index (uq_users_username_lower) it cannot reflect.
+    op.add_column(
+        "users", sa.Column("is_admin", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+    op.add_column("users", sa.Column("deactivated_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "instance_settings",
         sa.Column("name", sa.String(length=40), nullable=False),
@@ -73,6 +74,6 @@ def downgrade() -> None:
     op.drop_table("password_resets")
     op.drop_table("admin_events")
     op.drop_table("instance_settings")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_column("deactivated_at")
-        batch_op.drop_column("is_admin")
+    # SQLite 3.35+; batch mode would copy the table (see upgrade).
+    op.execute("ALTER TABLE users DROP COLUMN deactivated_at")
+    op.execute("ALTER TABLE users DROP COLUMN is_admin")
