@@ -21,7 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
-from chat.db import create_engine, create_sessionmaker, is_disconnect, sqlite_checkpoints
+from chat.db import create_engine, create_sessionmaker, is_disconnect
 from chat.html_cache import KeptItems, MessageFragments
 from chat.htmx import is_htmx
 from chat.http_guards import guard_middleware
@@ -35,6 +35,7 @@ from chat.routes.messages import FreshComposers
 from chat.settings import Settings
 from chat.storage import LocalMediaStorage
 from chat.streams import OpenStreams, StreamHandoverMiddleware
+from chat.wal_checkpoints import sqlite_checkpoints
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -136,7 +137,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         broker = create_broker(
             settings.broker_url, settings.subscriber_queue_size, settings.broker_prefix
         )
-        app.state.db = create_sessionmaker(engine)
+        app.state.db = create_sessionmaker(engine, fast_paths=settings.fast_paths)
         app.state.broker = broker
         app.state.messages = MessagePath(
             db=app.state.db,

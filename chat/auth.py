@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chat.db import driver_trip
+from chat.hot_statements import run_prepared
 from chat.http_guards import client_address
 from chat.models import MAX_ID, AuthSession, User, utcnow
 from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
@@ -176,8 +176,8 @@ async def load_session(request: Request) -> AuthSession | None:
     """The request's signed-in session (with its user), cached on request.state.
 
     A request about a room (a `room_id` in its path) asks for the room next
-    (chat.routes.rooms.find_room): the same statement reads it, in the same trip to
-    the database, for find_room to take from request.state."""
+    (chat.routes.rooms.find_room): the same statement reads it, in the same hop to the
+    database, for find_room to take from request.state."""
     if hasattr(request.state, "auth_session"):
         return request.state.auth_session
     auth_session, room_asked, visible_room = None, None, None
@@ -189,10 +189,10 @@ async def load_session(request: Request) -> AuthSession | None:
             if room_id is not None and room_id <= MAX_ID:
                 room_asked = room_id
 
-            found = await driver_trip(
+            found = await run_prepared(
                 request.app.state.db,
-                lambda trip: AuthSession.find(trip, _token_hash(token), room_asked),
-                statements_apart=True,
+                lambda statements: AuthSession.find(statements, _token_hash(token), room_asked),
+                autocommit=True,
             )
             # A deactivated account's sessions were ended; one that raced it is refused.
             if (

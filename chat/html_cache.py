@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from chat.db import in_one_trip
+from chat.hot_statements import run_sync_work
 from chat.models import Message, MessageContent, MessageHead
 
 # About 1 KB each with its key (0.7 KB of HTML on average over 2,000 seeded messages):
@@ -98,8 +98,8 @@ class MessageFragments:
         return _joined(csrf, self._pieces(message))
 
     def read_unkept(self, db: Session, heads: list[MessageHead]) -> list[MessageContent]:
-        """Within a page's own trip to the database: the messages of `heads` whose
-        version is not kept, read for `contents`, which saves a page not kept a trip."""
+        """Within the page's own reads (one hop to the database): the messages of `heads`
+        whose version is not kept, read for `contents`, which saves such a page a hop."""
         missing = [head.id for head in heads if not self.kept.holds(head.version)]
         return Message.contents(db, missing) if missing else []
 
@@ -111,8 +111,8 @@ class MessageFragments:
         read: Iterable[MessageContent] = (),
     ) -> dict[int, Markup]:
         """The content of each message of a page by id: rendered from `read` (what
-        `read_unkept` read in the page's trip), else kept, else loaded in one trip (a
-        version dropped from the kept ones since that trip)."""
+        `read_unkept` read with the page), else kept, else loaded in one more hop (a
+        version dropped from the kept ones since the page's reads)."""
         heads = list(heads)
         pieces = {message.id: self._pieces(message) for message in read}
         for head in heads:
@@ -120,8 +120,8 @@ class MessageFragments:
                 pieces[head.id] = kept
         missing = [head.id for head in heads if head.id not in pieces]
         if missing:
-            for message in await in_one_trip(
-                db, lambda session: Message.contents(session, missing), statements_apart=True
+            for message in await run_sync_work(
+                db, lambda session: Message.contents(session, missing), autocommit=True
             ):
                 pieces[message.id] = self._pieces(message)
         return {head.id: _joined(csrf, pieces.get(head.id, ())) for head in heads}

@@ -34,7 +34,8 @@ from chat.broker import (
     room_channel,
     user_channel,
 )
-from chat.db import driver_trip, is_disconnect
+from chat.db import is_disconnect
+from chat.hot_statements import run_prepared
 from chat.html_cache import MessageFragments
 from chat.models import Attachment, Membership, Message, Room, User
 from chat.sse import Cursor
@@ -176,10 +177,10 @@ class MessagePath:
         attachments = await self._store(uploads)
         keys = [attachment.key for attachment in attachments]
         try:
-            posted = await driver_trip(
+            posted = await run_prepared(
                 self.db,
-                lambda trip: Message.post(
-                    trip, room_id, author, body, html, mentioned, reply_to, attachments
+                lambda statements: Message.post(
+                    statements, room_id, author, body, html, mentioned, reply_to, attachments
                 ),
             )
         except DBAPIError as exc:

@@ -142,6 +142,9 @@ class Settings:
     signup: str = ""
     # How long an administrator's password-reset link works.
     password_reset_hours: float = 24.0
+    # False serves the plain paths instead of the measured fast ones (chat.hot_statements):
+    # the same answers, for comparing the two.
+    fast_paths: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -202,6 +205,7 @@ class Settings:
             webhook_attempts=get("CHAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts, int),
             signup=get("CHAT_SIGNUP", cls.signup, _signup_policy),
             password_reset_hours=get("CHAT_PASSWORD_RESET_HOURS", cls.password_reset_hours, float),
+            fast_paths=flag("CHAT_FAST_PATHS", cls.fast_paths),
         )
 
     @property

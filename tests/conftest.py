@@ -136,6 +136,11 @@ def media_dir(tmp_path: Path) -> Path:
 TEST_HOSTS = {"CHAT_ALLOWED_HOSTS": "testserver,localhost,127.0.0.1"}
 
 
+# `make test` runs a subset a second time with CHAT_FAST_PATHS=0 (docs/testing.md): the
+# apps the tests make take it from the environment, as the live servers do.
+FAST_PATHS_ENV = {name: os.environ[name] for name in ("CHAT_FAST_PATHS",) if name in os.environ}
+
+
 def limits_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """A test marked `bulk` posts faster than any person: its app has no rate limits."""
     return {"CHAT_RATE_LIMITS": "off"} if request.node.get_closest_marker("bulk") else {}
@@ -154,6 +159,7 @@ def settings(
             "CHAT_SECRET_KEY": TEST_SECRET_KEY,
             "CHAT_MEDIA_DIR": str(media_dir),
             **TEST_HOSTS,
+            **FAST_PATHS_ENV,
             **limits_env(request),
             **broker_env,
         }

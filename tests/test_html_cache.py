@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from jinja2 import DictLoader, Environment, UndefinedError
 
-from chat.db import in_one_trip
+from chat.hot_statements import run_sync_work
 from chat.html_cache import KeptItems, csrf_field
 from chat.models import Message, User
 from chat.sse import Cursor
@@ -33,7 +33,9 @@ async def test_a_message_renders_from_rows_exactly_as_from_the_model(app, people
 
     async with app.state.db() as db:
         models = [await Message.find(db, room_id, seq, deleted=True) for seq in range(1, 5)]
-    rows = await in_one_trip(app.state.db, lambda db: Message.contents(db, [m.id for m in models]))
+    rows = await run_sync_work(
+        app.state.db, lambda db: Message.contents(db, [m.id for m in models])
+    )
     template = app.state.templates.get_template("messages/_content.html")
     assert sorted(row.id for row in rows) == [model.id for model in models]
     for model in models:
@@ -131,7 +133,7 @@ async def test_a_message_whose_html_is_dropped_after_the_pages_trip_is_read_agai
         heads = Message.heads(db, room_id)
         return heads, fragments.read_unkept(db, heads)
 
-    heads, unkept = await in_one_trip(app.state.db, read_page)
+    heads, unkept = await run_sync_work(app.state.db, read_page)
     assert unkept == []  # rendered when it was posted, so kept
     fragments.kept._kept.clear()  # as if dropped for newer ones meanwhile
     contents = await fragments.contents(app.state.db, heads, csrf_field(None), unkept)

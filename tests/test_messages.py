@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 from starlette.requests import Request
 
-import chat.db
+import chat.wal_checkpoints
 from chat.models import Message, Room
 from chat.settings import Settings
 
@@ -84,7 +84,7 @@ async def test_sqlite_starts_its_log_over_though_its_checkpoint_could_not_copy_a
     back in the same way). The round's second checkpoint, on the app's own connection,
     still lets the log start over instead of growing for ever."""
     checkpoints = app.state.wal_checkpoints
-    monkeypatch.setattr(chat.db, "LOG_LIMIT_FRAMES", 0)
+    monkeypatch.setattr(chat.wal_checkpoints, "LOG_LIMIT_FRAMES", 0)
     alice = await people("alice")
     room_id = await alice.create_room()
     reader = sqlite3.connect(checkpoints._path, check_same_thread=False)

@@ -2,7 +2,7 @@
 minor version in pyproject.toml. An upgrade that renames or drops one fails here, with
 the name, rather than somewhere deep in a stream or a post. Whether the code that uses
 them still behaves the same is tested beside it (tests/test_stream_serving.py,
-tests/test_driver_trip.py)."""
+tests/test_run_prepared.py)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_uvicorn_httptools_connection_still_has_the_fields_a_direct_write_reads(
 
 
 async def test_aiosqlite_still_has_the_queue_and_connection_the_sqlite_fast_path_uses():
-    # chat.db.SqliteTrips._hop and driver_trip: work runs on the connection's thread.
+    # chat.hot_statements (SqliteConnectionQueue._hop, run_prepared): work on its thread.
     async with aiosqlite.connect(":memory:") as connection:
         assert isinstance(connection._conn, sqlite3.Connection)
         assert await connection._execute(lambda: 42) == 42
@@ -79,7 +79,7 @@ async def test_asyncio_futures_still_carry_the_flag_a_task_clears_before_it_wait
 
 
 def test_sqlalchemy_still_offers_what_prepared_statements_and_detached_rows_use():
-    # chat.db._Compiled.of and chat.db.Detached.
+    # chat.hot_statements._Compiled.of and Detached.
     from sqlalchemy.orm.instrumentation import manager_of_class
 
     assert callable(manager_of_class)

@@ -36,7 +36,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import Select
 
-from chat.db import DriverTrip, Prepared
+from chat.hot_statements import Prepared, PreparedRunner
 from chat.models.attachments import Attachment
 from chat.models.base import AUTHOR, ROOM, VIEWER, Base, UTCDateTime, utcnow
 from chat.models.message_rows import (
@@ -156,7 +156,7 @@ class Message(Base):
     @classmethod
     def post(
         cls,
-        trip: DriverTrip,
+        statements: PreparedRunner,
         room_id: int,
         author: User,
         body: str,
@@ -168,16 +168,16 @@ class Message(Base):
         """Insert a message (with its @mentions and attachments) with the room's next
         seq; None if `author` is not a member. `reply_to` is a message of the same
         room. Also returns the room's cursor right after it. Synchronous: the whole
-        post is one trip to the database (chat.db.driver_trip).
+        post is one hop to the database (chat.hot_statements.run_prepared).
 
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
         lock (SQLite) at once, so concurrent posts queue for it and commit in seq
         order; a message with seq n is committed before seq n+1 is handed out.
         """
-        row = trip.first(_BUMP_SEQ, {"room": room_id, "author": author.id})
+        row = statements.first(_BUMP_SEQ, {"room": room_id, "author": author.id})
         if row is None:
-            trip.rollback()
+            statements.rollback()
             return None
         cursor = Cursor(*row)
         values = {
@@ -190,20 +190,20 @@ class Message(Base):
             "reply_to_seq": reply_to.seq if reply_to is not None else None,
             "changed": 0,
         }
-        (message_id,) = trip.first(_INSERT_MESSAGE, values)  # type: ignore[misc]
+        (message_id,) = statements.first(_INSERT_MESSAGE, values)  # type: ignore[misc]
         for user in mentioned:
-            trip.run(_INSERT_MENTION, {"message_id": message_id, "user_id": user.id})
+            statements.run(_INSERT_MENTION, {"message_id": message_id, "user_id": user.id})
         for attachment in attachments:
             attachment.message_id = message_id
             attachment.created_at = values["created_at"]
-            (attachment.id,) = trip.first(  # type: ignore[misc]
+            (attachment.id,) = statements.first(  # type: ignore[misc]
                 _INSERT_ATTACHMENT,
                 {column.key: getattr(attachment, column.key) for column in _ATTACHMENT_VALUES},
             )
             make_transient_to_detached(attachment)
         # Your own message is never unread for you.
-        trip.run(_MARK_OWN_READ, {"room": room_id, "author": author.id, "seq": cursor.seq})
-        trip.commit()
+        statements.run(_MARK_OWN_READ, {"room": room_id, "author": author.id, "seq": cursor.seq})
+        statements.commit()
         # What its frame is rendered from; stored above, so never added to a session.
         # Relationships set as loaded, not assigned: assigning fires the ORM's
         # attribute events and history for each, half of building the object.

@@ -201,7 +201,7 @@ class Room(Base):
     ) -> tuple[Room, Membership | None] | None:
         """The room and the viewer's membership; None for a room that does not exist
         and, identically, for a private room the viewer is not in. Synchronous: every
-        request about a room asks it first, in one trip (chat.db.in_one_trip)."""
+        request about a room asks it first (chat.hot_statements.run_sync_work)."""
         row = db.execute(_VISIBLE_ROOM, {"room": room_id, "viewer": user.id}).first()
         return None if row is None else (row[0], row[1])
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.orm.attributes import set_committed_value
 
-from chat.db import Detached, DriverTrip, Prepared
+from chat.hot_statements import Detached, Prepared, PreparedRunner
 from chat.models.base import ROOM, Base, UTCDateTime, utcnow
 from chat.models.rooms import Membership, Room
 from chat.models.users import User
@@ -98,13 +98,13 @@ class AuthSession(Base):
 
     @classmethod
     def find(
-        cls, trip: DriverTrip, token_hash: str, room_id: int | None = None
+        cls, statements: PreparedRunner, token_hash: str, room_id: int | None = None
     ) -> tuple[AuthSession, tuple[Room, Membership | None] | None] | None:
         """The session (with its user) whose token hashes to `token_hash` and, when
         `room_id` is given, that room as its user may see it (Room.visible_to), in one
-        statement: every signed-in request asks it first. Synchronous, for one trip
-        (chat.db.driver_trip)."""
-        row = trip.first(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id})
+        statement: every signed-in request asks it first. Synchronous, for
+        chat.hot_statements.run_prepared."""
+        row = statements.first(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id})
         if row is None:
             return None
         auth_session, user, room, membership = _SESSION_AND_ROOM_ROWS.split(row)

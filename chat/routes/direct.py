@@ -8,7 +8,6 @@ from starlette.responses import RedirectResponse, Response
 
 from chat import rate_limits
 from chat.auth import login_required
-from chat.db import in_one_trip
 from chat.message_path import InvalidMessage, clean_body
 from chat.models import NotDirectable, Room, User
 from chat.rate_limits import RateLimited
@@ -36,11 +35,8 @@ async def _conversation(request: Request, *, create: bool = False) -> tuple[User
 async def _draft_page(
     request: Request, other: User, *, error: str = "", body: str = "", status: int = 200
 ) -> Response:
-    navigation = await in_one_trip(
-        request.app.state.db,
-        lambda db: navigation_lists(db, request.state.user),
-        statements_apart=True,
-    )
+    async with request.app.state.db() as db:
+        navigation = await db.run_sync(navigation_lists, request.state.user)
     return request.app.state.templates.TemplateResponse(
         request,
         "direct/new.html",

@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from chat import rate_limits
 from chat.auth import login_required
-from chat.db import in_one_trip
+from chat.hot_statements import run_sync_work
 from chat.html_cache import KeptPieces, csrf_field
 from chat.htmx import is_htmx
 from chat.message_path import InvalidMessage
@@ -135,7 +135,7 @@ async def history(request: Request) -> Response:
         )
         return messages, state.fragments.read_unkept(db, messages)
 
-    messages, unkept = await in_one_trip(state.db, read_page, statements_apart=True)
+    messages, unkept = await run_sync_work(state.db, read_page, autocommit=True)
     contents = await state.fragments.contents(state.db, messages, csrf_field(request), unkept)
     return request.app.state.templates.TemplateResponse(
         request,

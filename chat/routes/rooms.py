@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from chat import rate_limits
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
-from chat.db import in_one_trip
+from chat.hot_statements import run_sync_work
 from chat.html_cache import csrf_field
 from chat.message_path import leave_room_signal, room_state_signal
 from chat.models import (
@@ -62,10 +62,10 @@ async def find_room(request: Request) -> tuple[Room, Membership | None]:
         request.state.room_asked = None
         found = request.state.visible_room
     elif room_id <= MAX_ID:
-        found = await in_one_trip(
+        found = await run_sync_work(
             request.app.state.db,
             lambda db: Room.visible_to(db, request.state.user, room_id),
-            statements_apart=True,
+            autocommit=True,
         )
     if found is None:
         raise HTTPException(404, "There is no such room, or it is private.")
@@ -84,10 +84,10 @@ async def _index_page(
     request: Request, *, error: str = "", name: str = "", status: int = 200
 ) -> Response:
     user = request.state.user
-    navigation, joinable = await in_one_trip(
+    navigation, joinable = await run_sync_work(
         request.app.state.db,
         lambda db: (navigation_lists(db, user), Room.joinable_by(db, user)),
-        statements_apart=True,
+        autocommit=True,
     )
     return request.app.state.templates.TemplateResponse(
         request,
@@ -146,7 +146,7 @@ async def create(request: Request) -> Response:
 
 
 class PageRows(NamedTuple):
-    """What a room page reads from the database, in one trip."""
+    """What a room page reads from the database, in one hop."""
 
     messages: list[MessageHead]
     unkept: list[MessageContent]  # those of `messages` whose HTML is not kept
@@ -197,9 +197,9 @@ async def room_page(
             navigation_lists(db, request.state.user, room),
         )
 
-    # One trip to the database for all of it.
-    messages, unkept, shows_newest, members, read_moved, navigation = await in_one_trip(
-        state.db, read_page, statements_apart=True
+    # One hop to the database for all of it.
+    messages, unkept, shows_newest, members, read_moved, navigation = await run_sync_work(
+        state.db, read_page, autocommit=True
     )
     contents = await state.fragments.contents(state.db, messages, csrf_field(request), unkept)
     # Replying without JavaScript: the Reply link opens the page with ?reply=SEQ.

@@ -1,6 +1,7 @@
-"""Prepared statements on the DB-API connection (chat.db.driver_trip): every request's
-session lookup and every post. Their objects must be the ORM's own, their values
-converted as the ORM converts them, and a trip that fails must leave nothing behind."""
+"""The hot statements (chat/hot_statements.py): every request's session lookup and every
+post, as prepared statements on the DB-API connection. Their objects must be the ORM's
+own, their values converted as the ORM converts them, the same on the plain path
+(CHAT_FAST_PATHS=0), and work that fails must leave nothing behind."""
 
 import asyncio
 import threading
@@ -9,8 +10,10 @@ from datetime import UTC
 
 import pytest
 from sqlalchemy import event, inspect, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from chat.db import driver_trip
+from chat.db import FAST_PATHS
+from chat.hot_statements import run_prepared, run_sync_work
 from chat.models import AuthSession, Membership, Message, Room, User
 from chat.models.messages import _BUMP_SEQ
 
@@ -22,15 +25,26 @@ async def session_of(app, username: str) -> str:
         )
 
 
-async def test_a_prepared_session_lookup_gives_what_the_orm_loads(app, people):
+def sessions_for(app, fast_paths: bool) -> async_sessionmaker:
+    """The app's sessions, or the same on the plain path (CHAT_FAST_PATHS=0)."""
+    if fast_paths:
+        return app.state.db
+    return async_sessionmaker(
+        app.state.db.kw["bind"], expire_on_commit=False, info={FAST_PATHS: False}
+    )
+
+
+@pytest.mark.parametrize("fast_paths", [True, False], ids=["fast", "plain"])
+async def test_a_prepared_session_lookup_gives_what_the_orm_loads(app, people, fast_paths):
     alice, bob = await people("alice"), await people("bob")
     public = await alice.create_room("general")
     private = await bob.create_room("secret", visibility="private")
     token_hash = await session_of(app, "alice")
+    sessions = sessions_for(app, fast_paths)
 
     async def find(room_id):
-        return await driver_trip(
-            app.state.db, lambda trip: AuthSession.find(trip, token_hash, room_id)
+        return await run_prepared(
+            sessions, lambda statements: AuthSession.find(statements, token_hash, room_id)
         )
 
     auth_session, (room, membership) = await find(public)
@@ -53,22 +67,47 @@ async def test_a_prepared_session_lookup_gives_what_the_orm_loads(app, people):
     # A private room of someone else is not there at all; nor is a room that does not exist.
     assert (await find(private))[1] is None
     assert (await find(999))[1] is None
-    assert await driver_trip(app.state.db, lambda trip: AuthSession.find(trip, "0" * 64)) is None
+    assert await run_prepared(sessions, lambda db: AuthSession.find(db, "0" * 64)) is None
 
 
-async def test_a_trip_that_fails_midway_leaves_no_write_behind(app, people):
+@pytest.mark.parametrize("fast_paths", [True, False], ids=["fast", "plain"])
+async def test_a_post_and_a_page_read_give_the_same_rows_on_either_path(app, people, fast_paths):
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    await alice.say(room_id, "first")
+    sessions = sessions_for(app, fast_paths)
+    async with app.state.db() as db:
+        user = await db.get(User, await db.scalar(select(User.id).where(User.username == "alice")))
+
+    message, cursor = await run_prepared(
+        sessions, lambda db: Message.post(db, room_id, user, "second", "<p>second</p>")
+    )
+    assert (message.seq, tuple(cursor)) == (2, (2, 0))
+    heads = await run_sync_work(
+        sessions, lambda db: Message.heads(db, room_id, limit=10), autocommit=True
+    )
+    async with app.state.db() as db:
+        stored = await db.get(Message, message.id)
+        membership = await db.get(Membership, (user.id, room_id))
+    for key in (c.key for c in Message.__table__.c):
+        assert getattr(message, key) == getattr(stored, key), key
+    assert [head.seq for head in heads] == [1, 2] and heads[-1].id == message.id
+    assert membership.last_read_seq == 2
+
+
+async def test_work_that_fails_midway_leaves_no_write_behind(app, people):
     alice = await people("alice")
     room_id = await alice.create_room()
     await alice.say(room_id, "first")
     async with app.state.db() as db:
         alice_id = await db.scalar(select(User.id).where(User.username == "alice"))
 
-    def bump_then_fail(trip):
-        assert trip.first(_BUMP_SEQ, {"room": room_id, "author": alice_id}) == (2, 0)
+    def bump_then_fail(statements):
+        assert statements.first(_BUMP_SEQ, {"room": room_id, "author": alice_id}) == (2, 0)
         raise RuntimeError("after the write, before the commit")
 
     with pytest.raises(RuntimeError):
-        await driver_trip(app.state.db, bump_then_fail)
+        await run_prepared(app.state.db, bump_then_fail)
     async with app.state.db() as db:
         assert (await db.get(Room, room_id)).last_seq == 1
     # The connection is not left inside that transaction: the next post takes seq 2.
@@ -78,7 +117,7 @@ async def test_a_trip_that_fails_midway_leaves_no_write_behind(app, people):
         assert list(seqs) == [1, 2]
 
 
-async def test_a_cancelled_trip_gives_its_connection_back_and_the_next_request_runs(app, people):
+async def test_cancelled_work_gives_its_connection_back_and_the_next_request_runs(app, people):
     alice = await people("alice")
     room_id = await alice.create_room()
     pool = app.state.db.kw["bind"].sync_engine.pool
@@ -86,15 +125,15 @@ async def test_a_cancelled_trip_gives_its_connection_back_and_the_next_request_r
     event.listen(pool, "connect", lambda *_: opened.append(1))
     on_thread = threading.Event()
 
-    def slow(trip):
+    def slow(statements):
         on_thread.set()
         time.sleep(0.2)  # the request goes away meanwhile
 
-    trip = asyncio.create_task(driver_trip(app.state.db, slow))
+    running = asyncio.create_task(run_prepared(app.state.db, slow))
     await asyncio.to_thread(on_thread.wait, 5)
-    trip.cancel()
+    running.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await trip
+        await running
     # SQLite has one pooled connection: kept checked out, this would wait for it.
     async with asyncio.timeout(10):
         await alice.say(room_id, "after the cancel")
@@ -104,8 +143,10 @@ async def test_a_cancelled_trip_gives_its_connection_back_and_the_next_request_r
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-async def test_trips_that_come_while_one_is_under_way_go_together_each_with_its_own_outcome(app):
-    """SQLite: the trips that queue behind one under way take one checkout and one hop
+async def test_work_that_comes_while_other_work_is_under_way_goes_with_it_each_its_outcome(
+    app,
+):
+    """SQLite: the work that queues behind work under way takes one checkout and one hop
     between them, in the order they came; one that fails fails alone, and one whose
     request went away before its turn never runs."""
     pool = app.state.db.kw["bind"].sync_engine.pool
@@ -114,13 +155,13 @@ async def test_trips_that_come_while_one_is_under_way_go_together_each_with_its_
     on_thread, release = threading.Event(), threading.Event()
     ran = []
 
-    def first(trip):
+    def first(statements):
         on_thread.set()
         release.wait(5)
         return "first"
 
     def records(name):
-        def work(trip):
+        def work(statements):
             ran.append(name)
             if name == "fails":
                 raise RuntimeError(name)
@@ -128,10 +169,10 @@ async def test_trips_that_come_while_one_is_under_way_go_together_each_with_its_
 
         return work
 
-    under_way = asyncio.create_task(driver_trip(app.state.db, first))
+    under_way = asyncio.create_task(run_prepared(app.state.db, first))
     await asyncio.to_thread(on_thread.wait, 5)
     queued = {
-        name: asyncio.create_task(driver_trip(app.state.db, records(name)))
+        name: asyncio.create_task(run_prepared(app.state.db, records(name)))
         for name in ("second", "fails", "gone", "last")
     }
     await asyncio.sleep(0.05)  # every one of them is waiting now
@@ -147,6 +188,6 @@ async def test_trips_that_come_while_one_is_under_way_go_together_each_with_its_
         await queued["gone"]
     assert ran == ["second", "fails", "last"]
     assert len(checkouts) == 2
-    # And a trip after them goes at once, on its own.
-    assert await driver_trip(app.state.db, lambda trip: "alone") == "alone"
+    # And work after them goes at once, on its own.
+    assert await run_prepared(app.state.db, lambda statements: "alone") == "alone"
     assert len(checkouts) == 3 and pool.checkedout() == 0
