@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from chat.api.errors import error_response, is_machine_path
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect
@@ -101,6 +102,8 @@ def create_templates() -> Jinja2Templates:
 
 async def render_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if is_machine_path(request.url.path):
+        return error_response(exc)
     template = "errors/_error.html" if is_htmx(request) else "errors/error.html"
     return request.app.state.templates.TemplateResponse(
         request,

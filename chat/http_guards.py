@@ -14,10 +14,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from chat.api.errors import error_response, is_machine_path
 from chat.multipart import is_multipart
 from chat.settings import Settings
 
@@ -144,7 +145,9 @@ class BodyLimitMiddleware:
 
 
 async def _refuse_large(scope: Scope, receive: Receive, send: Send) -> None:
-    response = PlainTextResponse("The request is too large.", status_code=413)
+    response: Response = PlainTextResponse("The request is too large.", status_code=413)
+    if is_machine_path(scope["path"]):
+        response = error_response(BodyTooLarge())
     response.headers["connection"] = "close"  # the rest of the body is never read
     await response(scope, receive, send)
 

@@ -8,6 +8,7 @@ from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from chat.api.routes import routes as api_routes
 from chat.routes import (
     account,
     admin,
@@ -184,5 +185,6 @@ routes = [
     ),
     Route("/events", live.user_events, name="user_events"),
     Route("/search", search.page, name="search"),
+    *api_routes,
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
 ]
