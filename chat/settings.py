@@ -128,7 +128,7 @@ class Settings:
     https: bool = False
     # Bots and the API (chat/api/, chat/webhooks.py). Who may make bots: "admins" or
     # "everyone".
-    bot_creators: str = "everyone"
+    bot_creators: str = "admins"
     limit_api: str = "600 per minute"
     limit_hook: str = "60 per minute"
     max_api_body_bytes: int = 32 * 1024

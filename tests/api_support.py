@@ -10,9 +10,15 @@ import httpx
 from chat.models import ApiToken, Bot, Room, User
 
 
+def sessions_of(app):
+    """An app's sessionmaker, or a sessionmaker itself (a live server's database)."""
+    state = getattr(app, "state", None)
+    return state.db if state is not None else app
+
+
 async def make_bot(app, name: str, rooms: Iterable[int] = (), owner: str | None = None) -> User:
     """A bot, member of `rooms`."""
-    async with app.state.db() as db:
+    async with sessions_of(app)() as db:
         owner_user = await User.by_username(db, owner) if owner else None
         bot = await Bot.create(db, name, owner_user)
         for room_id in rooms:
@@ -24,7 +30,7 @@ async def make_bot(app, name: str, rooms: Iterable[int] = (), owner: str | None 
 async def token_for(
     app, username: str, *, write: bool = True, rooms: Iterable[int] = (), revoked: bool = False
 ) -> str:
-    async with app.state.db() as db:
+    async with sessions_of(app)() as db:
         user = await User.by_username(db, username)
         token, secret = await ApiToken.issue(
             db, user, "test", may_write=write, room_ids=list(rooms)

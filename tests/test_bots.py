@@ -14,6 +14,16 @@ from chat.models import ApiToken, Bot, User
 from chat.models.tokens import secret_hash
 from tests.support import ROOT, migrate
 
+
+@pytest.fixture(autouse=True)
+def anyone_makes_bots(request):
+    """Most tests here let anyone make bots (CHAT_BOT_CREATORS=everyone); the default,
+    admins only, has tests of its own."""
+    if "app" in request.fixturenames and "default_creators" not in request.keywords:
+        app = request.getfixturevalue("app")
+        app.state.settings = replace(app.state.settings, bot_creators="everyone")
+
+
 SECRET = re.compile(r'id="new-token"[^>]*value="(chat_[A-Za-z0-9_-]+)"')
 
 
@@ -115,11 +125,15 @@ async def test_a_bot_cannot_be_added_to_a_private_room_its_owner_does_not_own(pe
     assert response.status_code == 400
 
 
-async def test_only_admins_make_bots_when_the_setting_says_so(people, app):
-    app.state.settings = replace(app.state.settings, bot_creators="admins")
+@pytest.mark.default_creators
+async def test_by_default_only_admins_make_bots(people, app):
+    assert app.state.settings.bot_creators == "admins"
     alice = await people("alice")
     assert (await alice.post("/account/bots", {"name": "echo"})).status_code == 403
     assert "Only admins" in (await alice.get("/account/bots")).text
+    async with app.state.db() as db:
+        await (await User.by_username(db, "alice")).set_admin(db, True)
+    assert (await alice.post("/account/bots", {"name": "echo"})).status_code == 303
 
 
 async def test_bot_and_token_forms_need_a_csrf_token(people):

@@ -58,7 +58,7 @@ async def authenticate(request: Request) -> ApiToken:
     secret = bearer_secret(request)
     async with request.app.state.db() as db:
         token = await ApiToken.by_secret(db, secret)
-        if token is None:
+        if token is None or not token.user.is_active:
             raise unauthorized("The token is unknown or revoked.", "invalid_token")
         await token.touch(db)
     request.state.token = token

@@ -29,13 +29,21 @@ from chat.routes.rooms import int_param
 MAX_PAGE = 100
 
 
+def room_url(request: Request, room_id: int) -> str:
+    return str(request.url_for("room", room_id=room_id))
+
+
 def permalink(request: Request, room_id: int, seq: int) -> str:
-    return f"{request.url_for('room', room_id=room_id)}?at={seq}#message-{seq}"
+    return f"{room_url(request, room_id)}?at={seq}#message-{seq}"
 
 
 def message_json(request: Request, message: Message) -> dict[str, Any]:
-    """A message as the API shows it: the text as typed, and the sanitized HTML the
-    pages show (with @mentions and links)."""
+    return message_data(room_url(request, message.room_id), message)
+
+
+def message_data(room_url: str, message: Message) -> dict[str, Any]:
+    """A message as the API shows it (`room_url`: its room page's absolute URL): the text
+    as typed, and the sanitized HTML the pages show (with @mentions and links)."""
     return {
         "room_id": message.room_id,
         "seq": message.seq,
@@ -53,13 +61,12 @@ def message_json(request: Request, message: Message) -> dict[str, Any]:
                 "filename": attachment.filename,
                 "content_type": attachment.content_type,
                 "size": attachment.size,
-                "url": str(
-                    request.url_for("attachment", room_id=message.room_id, key=attachment.key)
-                ),
+                # The route `attachment`, written out: a stream keeps no request.
+                "url": f"{room_url}/attachments/{attachment.key}",
             }
             for attachment in message.attachments
         ],
-        "permalink": permalink(request, message.room_id, message.seq),
+        "permalink": f"{room_url}?at={message.seq}#message-{message.seq}",
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from chat.api import messages, search
+from chat.api import messages, search, stream
 
 PREFIX = "/api/v1"
 ROOM = PREFIX + "/rooms/{room_id:int}"
@@ -20,5 +20,6 @@ routes = [
     Route(MESSAGE, messages.edit_message, methods=["PATCH"], name="api_edit_message"),
     Route(MESSAGE, messages.delete_message, methods=["DELETE"], name="api_delete_message"),
     Route(MESSAGE + "/reactions", messages.react, methods=["POST"], name="api_react"),
+    Route(ROOM + "/events", stream.stream, methods=["GET"], name="api_room_events"),
     Route(PREFIX + "/search", search.search_messages, methods=["GET"], name="api_search"),
 ]

@@ -13,7 +13,7 @@ from chat.models import ApiToken, Bot, Room, WebhookDelivery
 from chat.routes.forms import read_form
 from chat.routes.rooms import MAX_ID, int_param
 from chat.routes.sessions import USERNAME
-from chat.routes.tokens import read_fields, rooms_of, token_request
+from chat.routes.tokens import end_token_streams, read_fields, rooms_of, token_request
 
 log = structlog.get_logger("chat.bots")
 
@@ -156,6 +156,7 @@ async def revoke_token(request: Request) -> Response:
         revoked = token_id <= MAX_ID and await ApiToken.revoke(db, token_id, [bot.user_id])
     if not revoked:
         raise HTTPException(404, "There is no such token of this bot, or it is revoked.")
+    await end_token_streams(request, token_id, bot.user_id)
     log.info("token.revoked", token_id=token_id, bot_id=bot.user_id)
     return _back(request, bot, "revoked")
 

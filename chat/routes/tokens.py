@@ -11,13 +11,23 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from chat.api.stream import token_signal
 from chat.auth import login_required
+from chat.broker import BrokerUnavailable, user_channel
 from chat.models import ApiToken, Room, User
 from chat.models.tokens import MAX_TOKEN_NAME, MAX_TOKEN_ROOMS
 from chat.routes.forms import MAX_FIELDS
 from chat.routes.rooms import MAX_ID, int_param
 
 log = structlog.get_logger("chat.tokens")
+
+
+async def end_token_streams(request: Request, token_id: int, user_id: int) -> None:
+    """A revoked token's open event streams end at once, on every worker."""
+    try:
+        await request.app.state.broker.publish(user_channel(user_id), token_signal(token_id))
+    except BrokerUnavailable:  # they end when they reconnect and are refused
+        log.warning("token.end_signal_lost", token_id=token_id)
 
 
 async def read_fields(request: Request) -> list[tuple[str, str]]:
@@ -124,5 +134,6 @@ async def revoke(request: Request) -> Response:
         )
     if not revoked:
         raise HTTPException(404, "There is no such token of yours, or it is revoked.")
+    await end_token_streams(request, token_id, request.state.user.id)
     log.info("token.revoked", token_id=token_id, user_id=request.state.user.id)
     return RedirectResponse(f"{request.url_for('tokens')}?done=revoked", status_code=303)
