@@ -23,7 +23,7 @@ from chat.api.errors import error_response, is_machine_path
 from chat.auth import CSRFMiddleware
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect
-from chat.html_cache import KeptItems, MessageFragments
+from chat.html_cache import HtmlCache
 from chat.htmx import is_htmx
 from chat.http_guards import guard_middleware
 from chat.logging import RequestLogMiddleware, configure_logging
@@ -32,7 +32,6 @@ from chat.models import size_text
 from chat.presence import create_presence
 from chat.rate_limits import RateLimits
 from chat.routes import routes
-from chat.routes.messages import FreshComposers
 from chat.settings import Settings
 from chat.storage import LocalMediaStorage
 from chat.streams import OpenStreams, StreamHandoverMiddleware
@@ -146,7 +145,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             db=app.state.db,
             broker=broker,
             templates=app.state.templates.env,
-            fragments=app.state.fragments,
+            html_cache=app.state.html_cache,
             max_chars=settings.max_message_chars,
             storage=LocalMediaStorage(settings.media_dir),
             image_decodes=anyio.Semaphore(settings.image_decodes),
@@ -203,9 +202,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.routes_by_name = {route.name: route for route in reversed(app.routes)}
     app.state.templates = create_templates()
-    app.state.fragments = MessageFragments(app.state.templates.env)
-    app.state.kept_items = KeptItems(app.state.templates.env)
-    app.state.fresh_composers = FreshComposers()
+    app.state.html_cache = HtmlCache(
+        app.state.templates.env, app.state.routes_by_name, fast=settings.fast_paths
+    )
     app.state.templates.env.globals["upload_limits"] = {
         "files": settings.max_files_per_message,
         "size": size_text(settings.max_upload_bytes),

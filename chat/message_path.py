@@ -36,7 +36,7 @@ from chat.broker import (
 )
 from chat.db import is_disconnect
 from chat.hot_statements import run_prepared
-from chat.html_cache import MessageFragments
+from chat.html_cache import HtmlCache
 from chat.models import Attachment, Membership, Message, Room, User
 from chat.sse import Cursor
 from chat.storage import MediaStorage
@@ -127,7 +127,7 @@ class MessagePath:
     db: async_sessionmaker[AsyncSession]
     broker: Broker
     templates: Environment
-    fragments: MessageFragments
+    html_cache: HtmlCache
     max_chars: int
     storage: MediaStorage
     # At most this many images decoded at once in the process (each takes memory in
@@ -140,7 +140,7 @@ class MessagePath:
         for no reader. Called straight, not through a render of the template, which
         builds a template context each time: that cost several times the macro itself."""
         article = self.templates.get_template("messages/_message.html").module.article
-        return str(article(message, self.fragments.content(message)))
+        return str(article(message, self.html_cache.content(message)))
 
     def frame(self, message: Message, cursor: Cursor) -> bytes:
         """A new message, as it stands now."""

@@ -1,4 +1,4 @@
-"""Kept message HTML (chat/html_cache.py): a page renders the messages it has not kept
+"""Cached message HTML (chat/html_cache.py): a page renders the messages it has not cached
 from plain rows (Message.contents), the stream frames and POST replies from the model.
 Both must give the same bytes, or a page and a live tab would show a message apart."""
 
@@ -9,7 +9,7 @@ import pytest
 from jinja2 import DictLoader, Environment, UndefinedError
 
 from chat.hot_statements import run_sync_work
-from chat.html_cache import KeptItems, csrf_field
+from chat.html_cache import HtmlCache, csrf_field
 from chat.models import Message, User
 from chat.sse import Cursor
 from tests.support import PASSWORD, Person
@@ -41,8 +41,9 @@ async def test_a_message_renders_from_rows_exactly_as_from_the_model(app, people
     for model in models:
         row = next(row for row in rows if row.id == model.id)
         assert row.version == model.version
-        assert template.render(message=row, csrf_field="") == template.render(
-            message=model, csrf_field=""
+        paths = app.state.html_cache.paths
+        assert template.render(message=row, csrf_field="", url_for=paths) == template.render(
+            message=model, csrf_field="", url_for=paths
         )
     quoting_files, quoting_deleted = (next(row for row in rows if row.seq == s) for s in (2, 4))
     assert quoting_files.quote.excerpt == "plan.png, notes.txt"
@@ -82,7 +83,7 @@ def member_item(page: str, username: str) -> str:
     return match.group(0)
 
 
-async def test_kept_member_items_carry_each_readers_own_csrf_token_and_presence(
+async def test_cached_member_items_carry_each_readers_own_csrf_token_and_presence(
     app, people, anonymous
 ):
     alice, bob = await people("alice"), await people("bob")
@@ -102,7 +103,7 @@ async def test_kept_member_items_carry_each_readers_own_csrf_token_and_presence(
     bobs_view = (await bob.get(f"/rooms/{room_id}")).text
     assert "csrf_token" not in member_item(bobs_view, "alice")  # not an owner: no form
 
-    # Presence is part of what an item shows, so a kept item never shows it stale.
+    # Presence is part of what an item shows, so a cached item never shows it stale.
     assert ">offline<" in member_item((await bob.get(f"/rooms/{room_id}")).text, "alice")
     async with app.state.db() as db:
         alice_id = (await User.by_username(db, "alice")).id
@@ -110,31 +111,36 @@ async def test_kept_member_items_carry_each_readers_own_csrf_token_and_presence(
         assert ">online<" in member_item((await bob.get(f"/rooms/{room_id}")).text, "alice")
 
 
-def test_a_kept_item_that_asks_for_the_reader_fails_instead_of_being_shared():
+def test_a_cached_item_that_asks_for_the_reader_fails_instead_of_being_shared():
     templates = Environment(
-        loader=DictLoader({"leaky.html": "<li>{{ request.state.csrf_token }}</li>"}),
+        loader=DictLoader(
+            {
+                "leaky.html": "<li>{{ request.state.csrf_token }}</li>",
+                "messages/_content.html": "",
+            }
+        ),
         autoescape=True,
     )
-    KeptItems(templates)
+    HtmlCache(templates, {})
     reader = SimpleNamespace(
         app=None, base_url="http://chat/", state=SimpleNamespace(csrf_token="secret")
     )
     with pytest.raises(UndefinedError):
-        templates.globals["kept_items"]("leaky.html", reader, [{"member": 1}])
+        templates.globals["cached_items"]("leaky.html", reader, [{"member": 1}])
 
 
-async def test_a_message_whose_html_is_dropped_after_the_pages_trip_is_read_again(app, people):
+async def test_a_message_whose_html_is_dropped_after_the_pages_reads_is_read_again(app, people):
     alice = await people("alice")
     room_id = await alice.create_room()
-    await alice.say(room_id, "kept, then dropped")
-    fragments = app.state.fragments
+    await alice.say(room_id, "cached, then dropped")
+    html_cache = app.state.html_cache
 
     def read_page(db):
         heads = Message.heads(db, room_id)
-        return heads, fragments.read_unkept(db, heads)
+        return heads, html_cache.read_uncached(db, heads)
 
-    heads, unkept = await run_sync_work(app.state.db, read_page)
-    assert unkept == []  # rendered when it was posted, so kept
-    fragments.kept._kept.clear()  # as if dropped for newer ones meanwhile
-    contents = await fragments.contents(app.state.db, heads, csrf_field(None), unkept)
-    assert "kept, then dropped" in contents[heads[0].id]
+    heads, uncached = await run_sync_work(app.state.db, read_page)
+    assert uncached == [] or not html_cache.fast  # rendered when it was posted, so cached
+    html_cache.versions.clear()  # as if dropped for newer ones meanwhile
+    contents = await html_cache.contents(app.state.db, heads, csrf_field(None), uncached)
+    assert "cached, then dropped" in contents[heads[0].id]

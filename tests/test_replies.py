@@ -81,7 +81,7 @@ async def test_a_reply_whose_original_was_deleted_quotes_message_deleted(app, pe
     await bob.join(room_id)
     await bob.say(room_id, "a secret I regret")
     await reply(alice, room_id, 1, "noted")
-    # Seen once, so the reply's HTML is kept (chat/html_cache.py) when the original goes.
+    # Seen once, so the reply's HTML is cached (chat/html_cache.py) when the original goes.
     assert "a secret I regret" in quote((await alice.get(f"/rooms/{room_id}")).text, 2)
     assert (await bob.post(f"/rooms/{room_id}/messages/1/delete", {})).status_code == 303
     quoted = quote((await alice.get(f"/rooms/{room_id}")).text, 2)

@@ -8,12 +8,12 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from chat import rate_limits
 from chat.auth import login_required
 from chat.hot_statements import run_sync_work
-from chat.html_cache import KeptPieces, csrf_field
+from chat.html_cache import csrf_field
 from chat.htmx import is_htmx
 from chat.message_path import InvalidMessage
 from chat.models import Message, MessageContent, MessageGone, MessageHead, NotYours, Room
@@ -69,29 +69,6 @@ async def create(request: Request) -> Response:
     return response
 
 
-class FreshComposers:
-    """The empty composer every htmx post of a room is answered with, rendered once per
-    room and kept as the pieces around the CSRF token, the one part that differs
-    between the people posting there: rendering it was a tenth of a post."""
-
-    def __init__(self, kept: int = 1024) -> None:
-        self._kept = KeptPieces(kept)
-
-    def response(self, request: Request, room: Room) -> Response:
-        token = request.state.csrf_token
-        # Everything the template reads besides the token and the app's settings.
-        key = (str(request.base_url), room.id, room.name)
-        pieces = self._kept.get(key)
-        if pieces is None:
-            template = request.app.state.templates.get_template("messages/_composer.html")
-            html = template.render(request=request, room=room, error="", body="")
-            split = tuple(html.split(token))
-            if len(split) != 2:  # the token is not only in its field: never reuse
-                return HTMLResponse(html)
-            pieces = self._kept.keep(key, split)
-        return HTMLResponse(token.join(pieces))
-
-
 async def _composer(
     request: Request,
     room: Room,
@@ -104,7 +81,7 @@ async def _composer(
     """A fresh composer, or the one that was sent back with its error, its text and
     (when it still exists) the message it replies to."""
     if not (error or body or room.is_direct or reply_to_seq is not None):
-        return request.app.state.fresh_composers.response(request, room)
+        return request.app.state.html_cache.empty_composer(request, room)
     context: dict[str, object] = {"room": room, "error": error, "body": body}
     if room.is_direct or reply_to_seq is not None:
         async with request.app.state.db() as db:
@@ -133,10 +110,10 @@ async def history(request: Request) -> Response:
         messages = Message.heads(
             db, room.id, before=before, after=after, limit=state.settings.page_size
         )
-        return messages, state.fragments.read_unkept(db, messages)
+        return messages, state.html_cache.read_uncached(db, messages)
 
-    messages, unkept = await run_sync_work(state.db, read_page, autocommit=True)
-    contents = await state.fragments.contents(state.db, messages, csrf_field(request), unkept)
+    messages, uncached = await run_sync_work(state.db, read_page, autocommit=True)
+    contents = await state.html_cache.contents(state.db, messages, csrf_field(request), uncached)
     return request.app.state.templates.TemplateResponse(
         request,
         "messages/_page.html",

@@ -149,7 +149,7 @@ class PageRows(NamedTuple):
     """What a room page reads from the database, in one hop."""
 
     messages: list[MessageHead]
-    unkept: list[MessageContent]  # those of `messages` whose HTML is not kept
+    uncached: list[MessageContent]  # those of `messages` whose HTML is not cached
     shows_newest: bool
     members: list[Member]
     read_moved: bool
@@ -189,7 +189,7 @@ async def room_page(
         )
         return PageRows(
             messages,
-            state.fragments.read_unkept(db, messages),
+            state.html_cache.read_uncached(db, messages),
             shows_newest,
             room.members(db),
             read_moved,
@@ -198,10 +198,10 @@ async def room_page(
         )
 
     # One hop to the database for all of it.
-    messages, unkept, shows_newest, members, read_moved, navigation = await run_sync_work(
+    messages, uncached, shows_newest, members, read_moved, navigation = await run_sync_work(
         state.db, read_page, autocommit=True
     )
-    contents = await state.fragments.contents(state.db, messages, csrf_field(request), unkept)
+    contents = await state.html_cache.contents(state.db, messages, csrf_field(request), uncached)
     # Replying without JavaScript: the Reply link opens the page with ?reply=SEQ.
     reply_to = None
     if reply is not None:
