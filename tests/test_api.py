@@ -163,7 +163,9 @@ async def test_pages_of_messages_are_keyset_by_seq(app, people):
         assert await seqs("limit=2&before=2") == ([1], False)
         assert await seqs("limit=2&after=1") == ([2, 3], True)
         assert await seqs("limit=2&after=3") == ([4, 5], False)
-        for bad in ("before=x", "limit=0", "limit=101", "before=1&after=1", "after=99999999999"):
+        assert await seqs("limit=2&after=1&before=5") == ([2, 3], True)
+        assert await seqs("limit=3&after=1&before=5") == ([2, 3, 4], False)
+        for bad in ("before=x", "limit=0", "limit=101", "after=99999999999"):
             response = await bot.get(f"/api/v1/rooms/{room}/messages?{bad}")
             assert response.status_code == 400 and "error" in response.json(), bad
 
@@ -219,6 +221,7 @@ async def test_search_uses_the_query_language_and_the_tokens_rooms(app, people):
         ({"content-type": "application/json"}, b'{"body": "x", "reply_to": true}', 422, "invalid"),
         ({"content-type": "application/json"}, b'{"body": "x", "reply_to": -1}', 422, "invalid"),
         ({"content-type": "application/json"}, b'{"body": "   "}', 422, "invalid_message"),
+        ({"content-type": "application/json"}, b'{"body": "\\udc00"}', 422, "invalid"),
         (
             {"content-type": "application/json"},
             b'{"body": "x", "reply_to": 7}',
@@ -248,6 +251,7 @@ async def test_search_uses_the_query_language_and_the_tokens_rooms(app, people):
         "reply_to a bool",
         "reply_to negative",
         "empty",
+        "lone surrogate",
         "reply to nothing",
         "control character",
         "over the API cap",

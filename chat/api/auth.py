@@ -152,4 +152,9 @@ def field(body: dict[str, Any], name: str, kind: type, *, required: bool = True)
         raise ApiError(422, "invalid", f"`{name}` must be {names.get(kind, kind.__name__)}.")
     if kind is int and not 0 <= value <= MAX_ID:
         raise ApiError(422, "invalid", f"`{name}` is out of range.")
+    if kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON's "\udc00": a lone surrogate
+            raise ApiError(422, "invalid", f"`{name}` is not valid Unicode.") from exc
     return value

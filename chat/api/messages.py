@@ -119,16 +119,15 @@ async def join_room(request: Request) -> Response:
 @api_route()
 async def list_messages(request: Request) -> Response:
     """A page of messages, oldest first: the newest (before `before`, if given) or the
-    oldest after `after`. Keyset by seq: `has_more` says whether another page lies
-    beyond in the direction asked (older for `before`/none, newer for `after`)."""
+    oldest after `after` (and before `before`, if both are given). Keyset by seq:
+    `has_more` says whether another page lies beyond in the direction asked (older for
+    `before` or none, newer for `after`)."""
     room, _ = await visible_room(request)
     params = request.query_params
     before = int_param(params.get("before"), "before")
     after = int_param(params.get("after"), "after")
     limit = int_param(params.get("limit"), "limit")
     limit = 50 if limit is None else limit
-    if before is not None and after is not None:
-        raise ApiError(400, "bad_request", "Give at most one of before and after.")
     if not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "bad_request", f"limit is 1 to {MAX_PAGE}.")
     async with request.app.state.db() as db:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from chat.api import messages, search, stream
+from chat.api import messages, openapi, search, stream
 
 PREFIX = "/api/v1"
 ROOM = PREFIX + "/rooms/{room_id:int}"
 MESSAGE = ROOM + "/messages/{seq:int}"
 
 routes = [
+    Route(PREFIX + "/openapi.json", openapi.openapi, methods=["GET"], name="api_openapi"),
     Route(PREFIX + "/rooms", messages.list_rooms, methods=["GET"], name="api_rooms"),
     Route(ROOM, messages.show_room, methods=["GET"], name="api_room"),
     Route(ROOM + "/join", messages.join_room, methods=["POST"], name="api_join_room"),
