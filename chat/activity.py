@@ -44,6 +44,7 @@ class RoomCounts:
     mentions: int
     notify: bool
     is_direct: bool
+    muted: bool = False
 
     def notice_title(self, author: str) -> str:
         # A direct conversation is the author's own.
@@ -52,7 +53,8 @@ class RoomCounts:
     def frame(self) -> bytes:
         counts = {
             "room": self.room_id,
-            "unread": max(self.last_seq - self.last_read_seq, 0),
+            # A muted room shows no unread count, only its mentions.
+            "unread": 0 if self.muted else max(self.last_seq - self.last_read_seq, 0),
             "mentions": self.mentions,
         }
         return sse.encode("unread", json.dumps(counts))
@@ -97,6 +99,7 @@ class UserStream:
                 mentions.get(room.id, 0),
                 membership.notify,
                 room.is_direct,
+                membership.muted,
             )
             for room, membership in rooms
         }
@@ -143,7 +146,7 @@ class UserStream:
                 mentioned = self.user_id in posted["mentioned"]
                 room.mentions += mentioned
                 yield room.frame()
-                if mentioned or room.notify:
+                if mentioned or (room.notify and not room.muted):
                     yield sse.encode(
                         "notify",
                         json.dumps(

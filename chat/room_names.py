@@ -1,4 +1,4 @@
-"""The rules for room names, in one place: creating and renaming rooms both use
+"""The rules for room names (and topics), in one place: creating and renaming rooms both use
 `clean_room_name`, and `room_name_key` is what makes two names the same room.
 
 A name is NFKC-normalised (full-width letters, ligatures and the like become the
@@ -54,3 +54,19 @@ def room_name_key(name: str) -> str:
 def _scripts(word: str) -> set[str]:
     """The scripts of a word's letters, as the first word of their Unicode names."""
     return {unicodedata.name(char, "?").split(" ", 1)[0] for char in word if char.isalpha()}
+
+
+MAX_TOPIC = 250
+
+
+def clean_topic(raw: str) -> str:
+    """A room's topic as it is stored ("" clears it): one line of at most MAX_TOPIC
+    characters; raises InvalidRoomName."""
+    topic = unicodedata.normalize("NFC", raw).strip()
+    if "\n" in topic or "\r" in topic:
+        raise InvalidRoomName("A topic is one line.")
+    if len(topic) > MAX_TOPIC:
+        raise InvalidRoomName(f"A topic is at most {MAX_TOPIC} characters.")
+    if any(unicodedata.category(char) in FORBIDDEN_CATEGORIES for char in topic):
+        raise InvalidRoomName("A topic cannot contain control or invisible characters.")
+    return topic

@@ -125,3 +125,20 @@ def _render_markdown(text: str, members: Mapping[str, str] | None = None) -> str
         link_rel=LINK_REL,
         strip_comments=True,
     )
+
+
+INLINE_TAGS = {"em", "strong", "s", "code", "a"}
+
+
+def render_inline(text: str) -> str:
+    """Sanitized HTML for one line (a room's topic): emphasis, code and links, no
+    paragraphs or mentions."""
+    text = without_bidi_controls(text)
+    return nh3.clean(
+        _markdown.renderInline(text, {"members": {}}),
+        tags=INLINE_TAGS,
+        attributes={"a": {"href"}},
+        url_schemes=ALLOWED_URL_SCHEMES,
+        link_rel=LINK_REL,
+        strip_comments=True,
+    )

@@ -40,11 +40,14 @@ _LISTED = (
         _TITLE,
         Room.is_private,
         Room.kind == RoomKind.DIRECT,
-        Room.last_seq - Membership.last_read_seq,
+        # A muted room counts no unread messages (its @mentions still count).
+        case((Membership.muted, 0), else_=Room.last_seq - Membership.last_read_seq),
         func.coalesce(_MENTION_COUNTS.c.count, 0),
     )
     .join(Membership, and_(Membership.room_id == Room.id, Membership.user_id == VIEWER))
     .outerjoin(_MENTION_COUNTS, _MENTION_COUNTS.c.room_id == Room.id)
+    # Archived rooms are out of the lists (rooms/archived.html lists them).
+    .where(Room.archived_at.is_(None))
     .order_by(func.lower(_TITLE), Room.id)
 )
 

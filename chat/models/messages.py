@@ -154,6 +154,16 @@ class Message(Base):
         return Quote(original.author_name, original.excerpt, original.changed)
 
     @classmethod
+    async def attachment_keys_of(cls, db: AsyncSession, room_id: int) -> list[str]:
+        """The storage keys of every file sent in the room."""
+        rows = await db.scalars(
+            select(Attachment.key)
+            .join(cls, cls.id == Attachment.message_id)
+            .where(cls.room_id == room_id)
+        )
+        return list(rows)
+
+    @classmethod
     def post(
         cls,
         statements: PreparedRunner,

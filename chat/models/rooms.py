@@ -34,8 +34,9 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql import Select
 
 from chat.models.base import ROOM, VIEWER, Base, UTCDateTime, utcnow
-from chat.models.users import User
+from chat.models.users import User, like_escaped
 from chat.room_names import room_name_key
+from chat.sanitize import render_inline
 
 
 class Role(enum.StrEnum):
@@ -99,6 +100,19 @@ class Room(Base):
     # change takes the next number, so a stream can resume after the changes it has.
     last_change: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # One line of the owners' Markdown subset, shown under the name (room settings).
+    topic: Mapped[str] = mapped_column(String(250), default="", server_default="")
+    # An archived room is read-only and left out of room lists; its members still
+    # open and search it.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+    @property
+    def topic_html(self) -> str:
+        return render_inline(self.topic) if self.topic else ""
 
     @classmethod
     async def change_count(cls, db: AsyncSession, room_id: int) -> int:
@@ -195,6 +209,47 @@ class Room(Base):
         self.name, self.name_key = name, room_name_key(name)
         return True
 
+    async def set_topic(self, db: AsyncSession, topic: str) -> None:
+        """`topic` as chat.room_names.clean_topic made it ("" for none)."""
+        await db.execute(update(Room).where(Room.id == self.id).values(topic=topic))
+        await db.commit()
+        self.topic = topic
+
+    async def set_archived(self, db: AsyncSession, archived: bool) -> None:
+        when = utcnow() if archived else None
+        await db.execute(update(Room).where(Room.id == self.id).values(archived_at=when))
+        await db.commit()
+        self.archived_at = when
+
+    async def delete(self, db: AsyncSession) -> list[int]:
+        """Delete the room with its messages, memberships and attachment rows (the
+        database cascades; Message.attachment_keys_of names the files to delete first).
+        The ids of its members, whose streams of it the caller closes."""
+        member_ids = list(await db.scalars(Membership.user_ids_of(self.id)))
+        await db.execute(Room.__table__.delete().where(Room.id == self.id))
+        await db.commit()
+        return member_ids
+
+    @classmethod
+    async def named_like(cls, db: AsyncSession, text: str, limit: int) -> list[tuple[Room, int]]:
+        """Rooms (not direct conversations) whose name contains `text`, by name, with
+        their member counts: the administrators' list."""
+        pattern = "%" + like_escaped(room_name_key(text)) + "%"
+        members = (
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.room_id == cls.id)
+            .correlate(cls)
+            .scalar_subquery()
+        )
+        rows = await db.execute(
+            select(cls, members)
+            .where(cls.kind == RoomKind.ROOM, cls.name_key.like(pattern, escape="\\"))
+            .order_by(cls.name_key, cls.id)
+            .limit(limit)
+        )
+        return [(room, count) for room, count in rows]
+
     @classmethod
     def visible_to(
         cls, db: Session, user: User, room_id: int
@@ -210,7 +265,10 @@ class Room(Base):
         """The ids of every room `user` may read: public rooms and the rooms they are in
         (the same rule as `visible_to`, for queries across rooms such as search)."""
         is_member = exists().where(Membership.room_id == cls.id, Membership.user_id == user.id)
-        return select(cls.id).where(or_(~cls.is_private, is_member))
+        # An archived room is searched by its members only.
+        return select(cls.id).where(
+            or_(and_(~cls.is_private, cls.archived_at.is_(None)), is_member)
+        )
 
     @classmethod
     async def of_member(
@@ -231,7 +289,9 @@ class Room(Base):
     def joinable_by(cls, db: Session, user: User) -> list[Room]:
         is_member = exists().where(Membership.room_id == cls.id, Membership.user_id == user.id)
         rows = db.scalars(
-            select(cls).where(~cls.is_private, ~is_member).order_by(func.lower(cls.name), cls.id)
+            select(cls)
+            .where(~cls.is_private, ~is_member, cls.archived_at.is_(None))
+            .order_by(func.lower(cls.name), cls.id)
         )
         return list(rows)
 
@@ -283,6 +343,8 @@ class Membership(Base):
     last_read_seq: Mapped[int] = mapped_column(default=0)
     # A browser notification for every message here, not only for @mentions.
     notify: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # No unread count and no notification, but for @mentions.
+    muted: Mapped[bool] = mapped_column(default=False, server_default=false())
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -316,6 +378,40 @@ class Membership(Base):
         )
         await db.commit()
         self.notify = notify
+
+    @classmethod
+    def user_ids_of(cls, room_id: int) -> Select[tuple[int]]:
+        return select(cls.user_id).where(cls.room_id == room_id)
+
+    async def set_muted(self, db: AsyncSession, muted: bool) -> None:
+        await db.execute(
+            update(Membership)
+            .where(Membership.user_id == self.user_id, Membership.room_id == self.room_id)
+            .values(muted=muted)
+        )
+        await db.commit()
+        self.muted = muted
+
+    @classmethod
+    async def mark_all_read(cls, db: AsyncSession, user_id: int) -> list[int]:
+        """Move the user's read marker to the newest message in every room of theirs;
+        the ids of the rooms where it moved."""
+        newest = select(Room.last_seq).where(Room.id == cls.room_id).scalar_subquery()
+        moved = list(
+            await db.scalars(
+                select(cls.room_id)
+                .join(Room, Room.id == cls.room_id)
+                .where(cls.user_id == user_id, cls.last_read_seq < Room.last_seq)
+            )
+        )
+        if moved:
+            await db.execute(
+                update(cls)
+                .where(cls.user_id == user_id, cls.room_id.in_(moved))
+                .values(last_read_seq=newest)
+            )
+            await db.commit()
+        return moved
 
     @classmethod
     async def users_named(cls, db: AsyncSession, room_id: int, names: set[str]) -> list[User]:

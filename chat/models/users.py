@@ -62,7 +62,7 @@ class User(Base):
     @classmethod
     async def search(cls, db: AsyncSession, text: str, limit: int) -> list[User]:
         """Accounts whose username contains `text` (any letter case), by username."""
-        pattern = "%" + _like_escaped(text.lower()) + "%"
+        pattern = "%" + like_escaped(text.lower()) + "%"
         rows = await db.scalars(
             select(cls)
             .where(func.lower(cls.username).like(pattern, escape="\\"))
@@ -93,6 +93,6 @@ class User(Base):
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
 
 
-def _like_escaped(text: str) -> str:
+def like_escaped(text: str) -> str:
     """`text` matched literally by LIKE (escape character: backslash)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -19,7 +19,14 @@ from chat.message_path import InvalidMessage
 from chat.models import Message, MessageContent, MessageGone, MessageHead, NotYours, Room
 from chat.rate_limits import RateLimited
 from chat.routes.forms import message_form, read_form, refusal, refusal_status, typed_body
-from chat.routes.rooms import MAX_ID, find_membership, find_room, int_param, room_page
+from chat.routes.rooms import (
+    MAX_ID,
+    find_membership,
+    find_room,
+    find_writable_membership,
+    int_param,
+    room_page,
+)
 from chat.uploads import InvalidAttachment
 
 # The refusals of the message routes, each said the same way wherever it comes up.
@@ -30,7 +37,7 @@ NOT_YOURS = "Only its author can change this message."
 
 @login_required
 async def create(request: Request) -> Response:
-    room, membership = await find_membership(request)
+    room, membership = await find_writable_membership(request)
     body, reply_to_seq = "", None
     try:
         async with message_form(request) as form:
@@ -197,7 +204,7 @@ async def actions(request: Request) -> Response:
 
 @login_required
 async def edit_form(request: Request) -> Response:
-    room, _ = await find_membership(request)
+    room, _ = await find_writable_membership(request)
     seq = _seq(request)
     async with request.app.state.db() as db:
         message = await Message.find(db, room.id, seq)
@@ -222,7 +229,7 @@ def _edit_form(
 
 @login_required
 async def edit(request: Request) -> Response:
-    room, _ = await find_membership(request)
+    room, _ = await find_writable_membership(request)
     seq = _seq(request)
     body = (await read_form(request)).get("body", "")
     await rate_limits.hit(request, "change", f"user:{request.state.user.id}")
@@ -241,7 +248,7 @@ async def edit(request: Request) -> Response:
 
 @login_required
 async def delete(request: Request) -> Response:
-    room, membership = await find_membership(request)
+    room, membership = await find_writable_membership(request)
     await rate_limits.hit(request, "change", f"user:{request.state.user.id}")
     change = request.app.state.messages.delete(
         room.id, _seq(request), request.state.user, may_moderate=membership.is_owner
@@ -251,7 +258,7 @@ async def delete(request: Request) -> Response:
 
 @login_required
 async def react(request: Request) -> Response:
-    room, _ = await find_membership(request)
+    room, _ = await find_writable_membership(request)
     emoji = (await read_form(request)).get("emoji", "")
     await rate_limits.hit(request, "change", f"user:{request.state.user.id}")
     try:

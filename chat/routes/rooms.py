@@ -80,6 +80,17 @@ async def find_membership(request: Request) -> tuple[Room, Membership]:
     return room, membership
 
 
+ARCHIVED = "This room is archived: it is read-only. An owner can unarchive it in its settings."
+
+
+async def find_writable_membership(request: Request) -> tuple[Room, Membership]:
+    """As find_membership, for a change to the room's messages: 409 while it is archived."""
+    room, membership = await find_membership(request)
+    if room.is_archived:
+        raise HTTPException(409, ARCHIVED)
+    return room, membership
+
+
 async def _index_page(
     request: Request, *, error: str = "", name: str = "", status: int = 200
 ) -> Response:
@@ -211,7 +222,7 @@ async def room_page(
         await room_state_changed(request, membership)
     presence = request.app.state.presence
     online = await presence.online_among(member.id for member in members)
-    live = membership is not None and shows_newest
+    live = membership is not None and shows_newest and not room.is_archived
     last_seq = messages[-1].seq if messages else (before or room.last_seq + 1) - 1
     return request.app.state.templates.TemplateResponse(
         request,
