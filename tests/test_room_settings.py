@@ -3,11 +3,12 @@ the administrators' rooms list (archive, delete)."""
 
 import re
 
+import httpx
 from sqlalchemy import func, select
 
-from chat.models import AdminEvent, Message, Room
+from chat.models import AdminEvent, ApiToken, Message, Room
 from tests.support import open_stream
-from tests.test_admin import make_admin
+from tests.test_admin import make_admin, user_named
 
 
 async def room_named(app, room_id: int) -> Room:
@@ -104,6 +105,16 @@ async def test_an_archived_room_is_read_only_unlisted_and_searchable_by_members(
     ):
         response = await alice.post(f"/rooms/{room_id}/{path}", form)
         assert response.status_code == 409 and "archived" in response.text, path
+    async with app.state.db() as db:
+        _, secret = await ApiToken.issue(db, await user_named(app, "alice"), "t", may_write=True)
+    api = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(
+        base_url="http://testserver", transport=httpx.ASGITransport(app=app)
+    ) as machine:
+        response = await machine.post(
+            f"/api/v1/rooms/{room_id}/messages", json={"body": "by the API"}, headers=api
+        )
+    assert response.status_code == 409 and response.json()["error"] == "archived"
     async with app.state.db() as db:
         [message] = await db.scalars(select(Message).where(Message.room_id == room_id))
     assert message.body == "the archived release notes" and message.deleted_at is None

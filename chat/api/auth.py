@@ -116,6 +116,14 @@ async def member_room(request: Request) -> tuple[Room, Membership]:
     return room, membership
 
 
+async def writable_room(request: Request) -> tuple[Room, Membership]:
+    """As member_room, for a change to the room's messages: 409 while it is archived."""
+    room, membership = await member_room(request)
+    if room.is_archived:
+        raise ApiError(409, "archived", "This room is archived: it is read-only.")
+    return room, membership
+
+
 def viewer(request: Request) -> User:
     return request.state.user
 

@@ -16,10 +16,10 @@ from chat.api.auth import (
     api_route,
     field,
     json_body,
-    member_room,
     path_number,
     viewer,
     visible_room,
+    writable_room,
 )
 from chat.api.errors import ApiError
 from chat.message_path import InvalidMessage, clean_emoji
@@ -157,7 +157,7 @@ async def _rate(request: Request, limit: str) -> None:
 @api_route(write=True)
 async def post_message(request: Request) -> Response:
     """`{"body": "...", "reply_to": SEQ}` → 201 with the message (its seq, permalink)."""
-    room, _ = await member_room(request)
+    room, _ = await writable_room(request)
     body = await json_body(request)
     text = field(body, "body", str)
     reply_to = field(body, "reply_to", int, required=False)
@@ -177,7 +177,7 @@ async def post_message(request: Request) -> Response:
 
 
 async def _change(request: Request, kind: str, value: str = "") -> Message:
-    room, membership = await member_room(request)
+    room, membership = await writable_room(request)
     seq = path_number(request, "seq")
     path, user = request.app.state.messages, viewer(request)
     await _rate(request, "change")
