@@ -29,6 +29,7 @@ from chat.http_guards import guard_middleware
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.message_path import MessagePath
 from chat.models import size_text
+from chat.page_cache import PageCache
 from chat.presence import create_presence
 from chat.rate_limits import RateLimits
 from chat.routes import routes
@@ -205,6 +206,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.html_cache = HtmlCache(
         app.state.templates.env, app.state.routes_by_name, fast=settings.fast_paths
     )
+    app.state.page_cache = PageCache(enabled=settings.fast_paths)
     app.state.templates.env.globals["upload_limits"] = {
         "files": settings.max_files_per_message,
         "size": size_text(settings.max_upload_bytes),

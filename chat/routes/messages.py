@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from chat import rate_limits
+from chat import page_cache, rate_limits
 from chat.auth import login_required
 from chat.hot_statements import run_sync_work
 from chat.html_cache import csrf_field
@@ -111,6 +111,14 @@ async def history(request: Request) -> Response:
     after = int_param(request.query_params.get("after"), "after")
     if (before is None) == (after is None):
         raise HTTPException(400, "Give exactly one of before and after.")
+    return await request.app.state.page_cache.respond(
+        request, page_cache.history(room), lambda: _history_page(request, room, before, after)
+    )
+
+
+async def _history_page(
+    request: Request, room: Room, before: int | None, after: int | None
+) -> Response:
     state = request.app.state
 
     def read_page(db: Session) -> tuple[list[MessageHead], list[MessageContent]]:

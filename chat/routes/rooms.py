@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from chat import rate_limits
+from chat import page_cache, rate_limits
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
 from chat.hot_statements import run_sync_work
@@ -124,7 +124,9 @@ def navigation_lists(db: Session, user: User, current: Room | None = None) -> di
 
 @login_required
 async def index(request: Request) -> Response:
-    return await _index_page(request)
+    return await request.app.state.page_cache.respond(
+        request, page_cache.ROOM_INDEX, lambda: _index_page(request)
+    )
 
 
 @login_required
@@ -279,7 +281,9 @@ def member_items(
 @login_required
 async def show(request: Request) -> Response:
     room, membership = await find_room(request)
-    return await room_page(request, room, membership)
+    return await request.app.state.page_cache.respond(
+        request, page_cache.room_page(room), lambda: room_page(request, room, membership)
+    )
 
 
 @login_required

@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chat import page_cache
 from chat.auth import login_required
 from chat.htmx import is_history_restore, is_htmx
 from chat.routes.rooms import int_param
@@ -23,6 +24,12 @@ async def page(request: Request) -> Response:
     if len(text) > MAX_QUERY_CHARS:
         raise HTTPException(400, f"Searches can be at most {MAX_QUERY_CHARS} characters.")
     before = int_param(request.query_params.get("before"), "before")
+    return await request.app.state.page_cache.respond(
+        request, page_cache.SEARCH, lambda: _results_page(request, text, before)
+    )
+
+
+async def _results_page(request: Request, text: str, before: int | None) -> Response:
     query = parse(text)
     async with request.app.state.db() as db:
         results = await search(db, request.state.user, query, before_id=before)

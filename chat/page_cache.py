@@ -1,0 +1,240 @@
+"""Whole pages kept per reader and served again while nothing they show has changed.
+
+What it saves: a room page reads its messages, members and the reader's room list
+and renders some 90 KB of HTML around them; the sidebar, search and history pages
+do the same on a smaller scale. Served again, a page costs one trip to the database
+for its *stamp* (below) and joining the kept pieces. `chat bench http` and the
+in-process measurements behind it are in docs/performance.md; the figures for each
+change are in the commit messages that made it.
+
+How it stays right:
+
+- **Whose.** An entry is kept for one user, under the request's method, path, query
+  and the htmx headers that choose a whole page or a fragment. It is looked up only
+  after the handler has checked the session (`login_required`, every request) and
+  the room (`find_room`: 404 for a room the reader may not see), so authorization is
+  what it is without the cache; a page is never served to anyone but its reader.
+- **Fresh.** Each entry carries its stamp: the values the page is made of, read from
+  the database on every request, in one trip: the reader's memberships with their
+  rooms' message and change counters, names and kinds (the room list and its unread
+  counts) and whether they are an administrator; for a room page also that room's
+  counters and its members with their roles and whether deactivated, and who of
+  them is online or typing (presence); for the room index the public rooms' names;
+  for search every public room's counters. A commit on any
+  worker changes one of those values, so the next request, on any worker, renders
+  anew. The stamp is read *before* rendering: a change committed while a page
+  renders makes the next stamp differ, never a stale page current. Usernames are
+  taken to never change (nothing in the app changes them).
+- **CSRF tokens fresh.** The body is kept split wherever the reader's CSRF token
+  appears and joined with the token of the request it is served to.
+- **Bounded.** At most `max_bytes` of kept pages, the least recently used dropped
+  first; responses that set cookies, carry a background task or are not a 200 are
+  never kept.
+- **Plain path.** `enabled=False` (CHAT_FAST_PATHS=0) renders every page.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, NamedTuple
+
+from sqlalchemy import String, bindparam, cast, false, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chat.hot_statements import Prepared, PreparedRunner, run_prepared
+from chat.models import Membership, Room, User
+
+# A room page is about 90 KB: a few hundred busy readers' recent pages per process.
+MAX_BYTES = 64 * 1024 * 1024
+
+
+class _Strung(FunctionElement[str]):
+    """A column's values of a group as one string, comma-separated (the separator
+    written into the statement, which `Prepared` needs: SQLAlchemy's own
+    aggregate_strings binds it after compiling)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_Strung)
+def _strung(element: _Strung, compiler: Any, **kw: Any) -> str:
+    function = "string_agg" if compiler.dialect.name == "postgresql" else "group_concat"
+    return f"{function}({compiler.process(element.clauses, **kw)}, ',')"
+
+
+def _joined(*columns: Any) -> list[Any]:
+    """One string per column: within one group every aggregate walks the rows in the
+    same order, so together they are the rows."""
+    return [_Strung(cast(column, String)) for column in columns]
+
+
+VIEWER, ROOM = bindparam("viewer"), bindparam("room")
+# Every column, so that one added later is in the stamp too; of users, all but the
+# password hash (the stamp is kept in memory beside the page).
+_USER = [column for column in User.__table__.columns if column.key != "password_hash"]
+_ROOM_COLUMNS = list(Room.__table__.columns)
+_COUNTERS = {"last_seq", "last_change"}
+
+# The reader, and each room they are in as the room list shows it.
+_READER = Prepared(
+    select(*_USER, *_joined(*Membership.__table__.columns, *_ROOM_COLUMNS))
+    .select_from(User)
+    .outerjoin(Membership, Membership.user_id == User.id)
+    .outerjoin(Room, Room.id == Membership.room_id)
+    .where(User.id == VIEWER)
+    .group_by(*_USER)
+)
+# A room as its page shows it, with its members (the first aggregate: their ids).
+_ROOM = Prepared(
+    select(
+        *_ROOM_COLUMNS,
+        *_joined(Membership.user_id, *Membership.__table__.columns, *_USER),
+    )
+    .select_from(Room)
+    .outerjoin(Membership, Membership.room_id == Room.id)
+    .outerjoin(User, User.id == Membership.user_id)
+    .where(Room.id == ROOM)
+    .group_by(*_ROOM_COLUMNS)
+)
+_PUBLIC_NAMES = Prepared(
+    select(*_joined(*(c for c in _ROOM_COLUMNS if c.key not in _COUNTERS))).where(
+        Room.is_private == false()
+    )
+)
+_PUBLIC_ACTIVITY = Prepared(select(*_joined(*_ROOM_COLUMNS)).where(Room.is_private == false()))
+
+
+class Shows(NamedTuple):
+    """What a page shows besides the reader's own room list."""
+
+    room: Room | None = None  # a room's messages (the room as the handler read it)
+    members: bool = False  # and its members, online or typing
+    public: Prepared | None = None  # _PUBLIC_NAMES or _PUBLIC_ACTIVITY
+
+
+def room_page(room: Room) -> Shows:
+    return Shows(room=room, members=True)
+
+
+def history(room: Room) -> Shows:
+    return Shows(room=room)
+
+
+ROOM_INDEX = Shows(public=_PUBLIC_NAMES)
+SEARCH = Shows(public=_PUBLIC_ACTIVITY)
+
+
+class _Kept(NamedTuple):
+    stamp: Hashable
+    pieces: tuple[bytes, ...]
+    media_type: str | None
+    headers: tuple[tuple[bytes, bytes], ...]
+    size: int
+
+
+class PageCache:
+    def __init__(self, *, enabled: bool = True, max_bytes: int = MAX_BYTES) -> None:
+        self.enabled = enabled
+        self.max_bytes = max_bytes
+        self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    @property
+    def kept_bytes(self) -> int:
+        return self._bytes
+
+    async def respond(
+        self, request: Request, shows: Shows, render: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """The page `render` makes for this request: kept, or rendered and kept."""
+        if not self.enabled or request.method != "GET":
+            return await render()
+        user = request.state.user
+        key = (
+            user.id,
+            request.url.path,
+            request.scope["query_string"],
+            request.headers.get("host"),
+            "hx-request" in request.headers,
+            "hx-history-restore-request" in request.headers,
+        )
+        stamp = await _stamp(request, user.id, shows)
+        token = request.state.csrf_token.encode()
+        kept = self._kept.get(key)
+        if kept is not None and kept.stamp == stamp:
+            self._kept.move_to_end(key)
+            self.hits += 1
+            response = Response(token.join(kept.pieces), media_type=kept.media_type)
+            response.raw_headers.extend(kept.headers)
+            return response
+        self.misses += 1
+        response = await render()
+        if _as_stamped(shows.room, stamp):
+            self._keep(key, stamp, token, response)
+        return response
+
+    def _keep(self, key: Hashable, stamp: Hashable, token: bytes, response: Response) -> None:
+        headers = tuple(
+            (name, value)
+            for name, value in response.raw_headers
+            if name not in (b"content-length", b"content-type")
+        )
+        if (
+            response.status_code != 200
+            or response.background is not None
+            or any(name == b"set-cookie" for name, _ in headers)
+            or not isinstance(getattr(response, "body", None), bytes)
+        ):
+            return
+        pieces = tuple(response.body.split(token))
+        size = len(response.body)
+        if size > self.max_bytes // 8:  # one page never pushes out most of the others
+            return
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self._bytes -= old.size
+        self._kept[key] = _Kept(stamp, pieces, response.media_type, headers, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, dropped = self._kept.popitem(last=False)
+            self._bytes -= dropped.size
+
+
+def _as_stamped(room: Room | None, stamp: Any) -> bool:
+    """Whether the room the handler read (with the session, before the stamp) is the
+    room of the stamp: a page made from an older one is served once, not kept."""
+    if room is None:
+        return True
+    stamped = stamp[1]
+    return stamped is not None and tuple(stamped[: len(_ROOM_COLUMNS)]) == tuple(
+        getattr(room, column.key) for column in _ROOM_COLUMNS
+    )
+
+
+async def _stamp(request: Request, viewer: int, shows: Shows) -> Hashable:
+    """The values the page is made of, as the database and presence hold them now."""
+
+    def read(trip: PreparedRunner) -> tuple[Any, ...]:
+        return (
+            trip.first(_READER, {"viewer": viewer}),
+            None if shows.room is None else trip.first(_ROOM, {"room": shows.room.id}),
+            None if shows.public is None else trip.first(shows.public, {}),
+        )
+
+    state = request.app.state
+    reader, room, public = await run_prepared(state.db, read, autocommit=True)
+    live: tuple[Any, ...] = ()
+    member_ids = None if room is None else room[len(_ROOM_COLUMNS)]
+    if shows.members and member_ids:
+        presence = state.presence
+        members = [int(member) for member in member_ids.split(",")]
+        online = await presence.online_among(members)
+        typists = await presence.typists(shows.room.id)
+        live = (tuple(sorted(online)), typists.json())
+    return reader, room, public, live
