@@ -1,0 +1,68 @@
+"""Administration and room settings in a browser (issue 23): by keyboard, axe-clean."""
+
+import pytest
+from playwright.async_api import expect
+
+from tests.browser.support import tab_to
+from tests.test_admin import make_admin
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def test_an_administrator_deactivates_someone_by_keyboard_and_their_tab_loses_its_stream(
+    browse, database_url
+):
+    root = await (await browse()).sign_up("root")
+    bob = await (await browse()).sign_up("bob")
+    await make_admin(database_url, "root")
+    room_id = await bob.create_room("Bob's room")
+    await bob.page.goto(f"/rooms/{room_id}")
+    await expect(bob.page.locator("[data-live-room]")).to_be_visible()
+
+    page = root.page
+    await page.goto("/")
+    await tab_to(page, "Administration")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Administration")
+    await root.assert_accessible()
+    await root.screenshot("admin")
+    await tab_to(page, "Deactivate bob")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("status")).to_contain_text("The account is deactivated")
+    await expect(page.locator('tr[data-user="bob"]')).to_contain_text("deactivated")
+    await expect(page.locator('tr[data-action="user_deactivated"]')).to_contain_text("user bob")
+    await root.assert_accessible()
+
+    # Bob's open tab: its stream was ended at once, and reconnecting is refused.
+    await expect(bob.page.locator("#live-status")).to_contain_text("Connection lost")
+    await bob.page.reload()
+    await expect(bob.page).to_have_url(f"{bob.base_url}/login")
+
+
+async def test_an_owner_sets_the_topic_and_renames_by_keyboard(browse):
+    alice = await (await browse()).sign_up("alice")
+    room_id = await alice.create_room("Planning")
+    await alice.create_room("Taken")
+    page = alice.page
+    await page.goto(f"/rooms/{room_id}")
+    await tab_to(page, "Room settings of Planning")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Settings of Planning")
+    await alice.assert_accessible()
+
+    await tab_to(page, "Topic")
+    await page.keyboard.type("Ship **v2** on Friday")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("status")).to_have_text("The topic is changed.")
+
+    await tab_to(page, "Room name")
+    await page.keyboard.press("Control+A")
+    await page.keyboard.type("taken")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#name-error")).to_contain_text("There is already a room called")
+    await alice.assert_accessible()
+    await alice.screenshot("room-settings-error")
+
+    await page.get_by_role("link", name="Back to Planning").click()
+    await expect(page.locator(".room-topic strong")).to_have_text("v2")
+    await alice.assert_accessible()
