@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from chat.api.errors import error_response, is_machine_path
+from chat.logging import loggable_path
 from chat.multipart import is_multipart
 from chat.settings import Settings
 
@@ -82,7 +83,7 @@ class SecurityHeadersMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
-            log.exception("request.failed", path=scope["path"])
+            log.exception("request.failed", path=loggable_path(scope["path"]))
             if started:  # the client sees the connection end instead
                 raise
             response = PlainTextResponse(INTERNAL_ERROR, status_code=500)

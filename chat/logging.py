@@ -17,6 +17,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("chat")
 
+# A path that is itself a secret (an incoming webhook's URL) is logged without it.
+SECRET_PATHS = ("/hooks/",)
+
+
+def loggable_path(path: str) -> str:
+    for prefix in SECRET_PATHS:
+        if path.startswith(prefix):
+            return prefix + "{secret}"
+    return path
+
 
 def configure_logging(level: str) -> None:
     structlog.configure(
@@ -63,7 +73,7 @@ class RequestLogMiddleware:
             log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=loggable_path(scope["path"]),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )

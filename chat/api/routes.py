@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from chat.api import messages, openapi, search, stream
+from chat.api import hooks, messages, openapi, search, stream
 
 PREFIX = "/api/v1"
 ROOM = PREFIX + "/rooms/{room_id:int}"
@@ -22,5 +22,6 @@ routes = [
     Route(MESSAGE, messages.delete_message, methods=["DELETE"], name="api_delete_message"),
     Route(MESSAGE + "/reactions", messages.react, methods=["POST"], name="api_react"),
     Route(ROOM + "/events", stream.stream, methods=["GET"], name="api_room_events"),
+    Route("/hooks/{secret}", hooks.incoming, methods=["POST"], name="incoming_webhook"),
     Route(PREFIX + "/search", search.search_messages, methods=["GET"], name="api_search"),
 ]

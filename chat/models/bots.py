@@ -11,12 +11,12 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, Index, String, Text, func, select, update
+from sqlalchemy import ForeignKey, Index, String, Text, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chat.models.base import Base, UTCDateTime, utcnow
-from chat.models.tokens import room_list, secret_hash
+from chat.models.tokens import TOKEN_PREFIX, new_secret, room_list, secret_hash
 from chat.models.users import User
 
 MAX_WEBHOOK_URL = 2000
@@ -104,8 +104,41 @@ class IncomingWebhook(Base):
     bot: Mapped[User] = relationship(lazy="joined", foreign_keys=[bot_id])
 
     @classmethod
+    async def create(
+        cls, db: AsyncSession, room_id: int, bot: User, created_by: User
+    ) -> tuple[IncomingWebhook, str]:
+        """A webhook posting to the room as `bot`, and its secret (shown once)."""
+        secret = new_secret()
+        hook = cls(
+            room_id=room_id,
+            bot_id=bot.id,
+            token_hash=secret_hash(secret),
+            hint=secret[: len(TOKEN_PREFIX) + 4],
+            created_by_id=created_by.id,
+        )
+        db.add(hook)
+        await db.commit()
+        return hook, secret
+
+    @classmethod
     async def by_secret(cls, db: AsyncSession, secret: str) -> IncomingWebhook | None:
         return await db.scalar(select(cls).where(cls.token_hash == secret_hash(secret)))
+
+    async def touch(self, db: AsyncSession) -> None:
+        now = utcnow()
+        if self.last_used_at is None or (now - self.last_used_at) > timedelta(minutes=1):
+            await db.execute(
+                update(IncomingWebhook)
+                .where(IncomingWebhook.id == self.id)
+                .values(last_used_at=now)
+            )
+            await db.commit()
+
+    @classmethod
+    async def remove(cls, db: AsyncSession, room_id: int, hook_id: int) -> bool:
+        result = await db.execute(delete(cls).where(cls.id == hook_id, cls.room_id == room_id))
+        await db.commit()
+        return result.rowcount > 0
 
     @classmethod
     async def of_room(cls, db: AsyncSession, room_id: int) -> list[IncomingWebhook]:

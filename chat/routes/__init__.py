@@ -26,6 +26,7 @@ from chat.routes import (
     search,
     sessions,
     tokens,
+    webhooks,
 )
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -215,6 +216,19 @@ routes = [
         name="attachment",
     ),
     Route("/rooms/{room_id:int}/events", events.stream, name="room_events"),
+    Route("/rooms/{room_id:int}/webhooks", webhooks.page, methods=["GET"], name="room_webhooks"),
+    Route(
+        "/rooms/{room_id:int}/webhooks",
+        webhooks.create,
+        methods=["POST"],
+        name="create_webhook",
+    ),
+    Route(
+        "/rooms/{room_id:int}/webhooks/{hook_id:int}/remove",
+        webhooks.remove,
+        methods=["POST"],
+        name="remove_webhook",
+    ),
     Route("/rooms/{room_id:int}/typing", live.typing, methods=["POST"], name="typing"),
     Route("/rooms/{room_id:int}/read", live.mark_read, methods=["POST"], name="mark_read"),
     Route("/rooms/{room_id:int}/notify", live.notify, methods=["POST"], name="room_notify"),
