@@ -18,7 +18,7 @@ How it stays right:
   the database on every request, in one trip: the reader's memberships with their
   rooms' message and change counters, names and kinds (the room list and its unread
   counts) and whether they are an administrator; for a room page also that room's
-  counters and its members with their roles and whether deactivated, and who of
+  counters and its members with their roles, and who of
   them is online or typing (presence); for the room index the public rooms' names;
   for search every public room's counters. A commit on any
   worker changes one of those values, so the next request, on any worker, renders
@@ -39,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, bindparam, cast, false, select
+from sqlalchemy import String, bindparam, false, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from starlette.requests import Request
@@ -63,14 +63,16 @@ class _Strung(FunctionElement[str]):
 
 @compiles(_Strung)
 def _strung(element: _Strung, compiler: Any, **kw: Any) -> str:
-    function = "string_agg" if compiler.dialect.name == "postgresql" else "group_concat"
-    return f"{function}({compiler.process(element.clauses, **kw)}, ',')"
+    values = compiler.process(element.clauses, **kw)
+    if compiler.dialect.name == "postgresql":
+        return f"string_agg(CAST({values} AS TEXT), ',')"
+    return f"group_concat({values}, ',')"  # SQLite turns any value into text itself
 
 
 def _joined(*columns: Any) -> list[Any]:
     """One string per column: within one group every aggregate walks the rows in the
     same order, so together they are the rows."""
-    return [_Strung(cast(column, String)) for column in columns]
+    return [_Strung(column) for column in columns]
 
 
 VIEWER, ROOM = bindparam("viewer"), bindparam("room")
@@ -79,34 +81,44 @@ VIEWER, ROOM = bindparam("viewer"), bindparam("room")
 _USER = [column for column in User.__table__.columns if column.key != "password_hash"]
 _ROOM_COLUMNS = list(Room.__table__.columns)
 _COUNTERS = {"last_seq", "last_change"}
+# Columns that never change once a row is written (or change with one that is in the
+# stamp, as name_key with name): left out of the aggregates, which cost per value.
+_FIXED = {"id", "user_id", "created_at", "joined_at", "created_by_id", "direct_key", "name_key"}
+
+
+def _changing(*columns: Any) -> list[Any]:
+    return [column for column in columns if column.key not in _FIXED]
+
 
 # The reader, and each room they are in as the room list shows it.
 _READER = Prepared(
-    select(*_USER, *_joined(*Membership.__table__.columns, *_ROOM_COLUMNS))
+    select(
+        *_USER,
+        *_joined(*_changing(*Membership.__table__.columns, *_ROOM_COLUMNS)),
+    )
     .select_from(User)
     .outerjoin(Membership, Membership.user_id == User.id)
     .outerjoin(Room, Room.id == Membership.room_id)
     .where(User.id == VIEWER)
-    .group_by(*_USER)
+    .group_by(User.id)
 )
-# A room as its page shows it, with its members (the first aggregate: their ids).
+# A room as its page shows it, with its members as its member list shows them (their
+# ids and roles; usernames do not change): the first aggregate, their ids.
 _ROOM = Prepared(
-    select(
-        *_ROOM_COLUMNS,
-        *_joined(Membership.user_id, *Membership.__table__.columns, *_USER),
-    )
+    select(*_ROOM_COLUMNS, *_joined(Membership.user_id, Membership.role))
     .select_from(Room)
     .outerjoin(Membership, Membership.room_id == Room.id)
-    .outerjoin(User, User.id == Membership.user_id)
     .where(Room.id == ROOM)
-    .group_by(*_ROOM_COLUMNS)
+    .group_by(Room.id)
 )
 _PUBLIC_NAMES = Prepared(
-    select(*_joined(*(c for c in _ROOM_COLUMNS if c.key not in _COUNTERS))).where(
-        Room.is_private == false()
-    )
+    select(
+        *_joined(Room.id, *(c for c in _changing(*_ROOM_COLUMNS) if c.key not in _COUNTERS))
+    ).where(Room.is_private == false())
 )
-_PUBLIC_ACTIVITY = Prepared(select(*_joined(*_ROOM_COLUMNS)).where(Room.is_private == false()))
+_PUBLIC_ACTIVITY = Prepared(
+    select(*_joined(Room.id, *_changing(*_ROOM_COLUMNS))).where(Room.is_private == false())
+)
 
 
 class Shows(NamedTuple):
