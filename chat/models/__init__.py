@@ -36,7 +36,16 @@ from chat.models.messages import (
     NotYours,
     Reaction,
 )
-from chat.models.rooms import Listed, Member, Membership, NotDirectable, Role, Room, RoomKind
+from chat.models.rooms import (
+    LastOwner,
+    Listed,
+    Member,
+    Membership,
+    NotDirectable,
+    Role,
+    Room,
+    RoomKind,
+)
 from chat.models.search_index import SEARCH_INDEX_DDL, SEARCH_INDEX_OBJECTS
 from chat.models.sessions import AuthSession
 from chat.models.tokens import ApiToken
@@ -59,6 +68,7 @@ __all__ = [
     "DeliveryState",
     "IncomingWebhook",
     "InstanceSetting",
+    "LastOwner",
     "Listed",
     "Member",
     "Membership",

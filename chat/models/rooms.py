@@ -75,6 +75,11 @@ class NotDirectable(ValueError):
     """No direct conversation is possible with that person (yourself)."""
 
 
+class LastOwner(ValueError):
+    """The member is the room's only owner: a room always keeps one, so they may not go
+    until someone else is made owner."""
+
+
 def _name_key_of_inserted(context: DefaultExecutionContext) -> str:
     """Room.name_key for an insert that gives only the name (bulk inserts, chat seed)."""
     return room_name_key(context.get_current_parameters()["name"])
@@ -309,13 +314,63 @@ class Room(Base):
         return True
 
     async def remove_member(self, db: AsyncSession, user_id: int) -> bool:
+        """End `user_id`'s membership (leaving, or removed by an owner); False when they
+        were not a member. Raises LastOwner for the room's only owner: a room always
+        keeps an owner, even when two owners leave at the same moment."""
+        await self._lock(db)
+        other_owner = exists().where(
+            Membership.room_id == self.id,
+            Membership.user_id != user_id,
+            Membership.role == Role.OWNER,
+        )
         result = await db.execute(
             Membership.__table__.delete().where(
-                Membership.room_id == self.id, Membership.user_id == user_id
+                Membership.room_id == self.id,
+                Membership.user_id == user_id,
+                or_(Membership.role != Role.OWNER, other_owner),
             )
+        )
+        if result.rowcount == 0 and await self._role_of(db, user_id) == Role.OWNER:
+            await db.rollback()
+            raise LastOwner("A room always keeps an owner: make someone else owner first.")
+        await db.commit()
+        return result.rowcount > 0
+
+    async def make_owner(self, db: AsyncSession, user_id: int) -> bool:
+        """Make the member `user_id` an owner of the room (besides those it has); False
+        when they are not a member. The admin's "transfer ownership" is this, then the
+        old owner's choice to leave or stay."""
+        if self.is_direct:
+            raise ValueError("A direct conversation has no owners.")
+        result = await db.execute(
+            update(Membership)
+            .where(Membership.room_id == self.id, Membership.user_id == user_id)
+            .values(role=Role.OWNER)
         )
         await db.commit()
         return result.rowcount > 0
+
+    async def is_last_owner(self, db: AsyncSession, user_id: int) -> bool:
+        """Whether `user_id` is the room's only owner (and so may not leave)."""
+        owners = await db.scalars(
+            select(Membership.user_id)
+            .where(Membership.room_id == self.id, Membership.role == Role.OWNER)
+            .limit(2)
+        )
+        return list(owners) == [user_id]
+
+    async def _lock(self, db: AsyncSession) -> None:
+        """Serialise membership changes of this room on PostgreSQL (SQLite's writes
+        are serialised already): the last-owner rule reads other rows than it deletes."""
+        if db.get_bind().dialect.name == "postgresql":
+            await db.execute(select(Room.id).where(Room.id == self.id).with_for_update())
+
+    async def _role_of(self, db: AsyncSession, user_id: int) -> str | None:
+        return await db.scalar(
+            select(Membership.role).where(
+                Membership.room_id == self.id, Membership.user_id == user_id
+            )
+        )
 
 
 Index("uq_rooms_direct_key", Room.direct_key, unique=True)

@@ -19,6 +19,7 @@ from chat.routes import (
     events,
     health,
     live,
+    members,
     messages,
     password_reset,
     room_settings,
@@ -161,11 +162,26 @@ routes = [
     ),
     Route("/rooms/{room_id:int}/mute", room_settings.mute, methods=["POST"], name="mute_room"),
     Route("/rooms/{room_id:int}/join", rooms.join, methods=["POST"], name="join_room"),
-    Route("/rooms/{room_id:int}/leave", rooms.leave, methods=["POST"], name="leave_room"),
-    Route("/rooms/{room_id:int}/members", rooms.add_member, methods=["POST"], name="add_member"),
+    Route(
+        "/rooms/{room_id:int}/leave", members.confirm_leave, methods=["GET"], name="confirm_leave"
+    ),
+    Route("/rooms/{room_id:int}/leave", members.leave, methods=["POST"], name="leave_room"),
+    Route("/rooms/{room_id:int}/members", members.add_member, methods=["POST"], name="add_member"),
+    Route(
+        "/rooms/{room_id:int}/members/{user_id:int}/owner",
+        members.make_owner,
+        methods=["POST"],
+        name="make_owner",
+    ),
     Route(
         "/rooms/{room_id:int}/members/{user_id:int}/remove",
-        rooms.remove_member,
+        members.confirm_remove_member,
+        methods=["GET"],
+        name="confirm_remove_member",
+    ),
+    Route(
+        "/rooms/{room_id:int}/members/{user_id:int}/remove",
+        members.remove_member,
         methods=["POST"],
         name="remove_member",
     ),

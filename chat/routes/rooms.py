@@ -16,7 +16,7 @@ from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
 from chat.hot_statements import run_sync_work
 from chat.html_cache import csrf_field
-from chat.message_path import leave_room_signal, room_state_signal
+from chat.message_path import room_state_signal
 from chat.models import (
     MAX_ID,
     Listed,
@@ -237,6 +237,7 @@ async def room_page(
             "membership": membership,
             "members": members,
             "member_items": member_items(request, room, membership, members, online),
+            "last_owner": is_last_owner(members, request.state.user),
             "typists": await presence.typists(room.id),
             "first_unread": first_unread,
             "messages": messages,
@@ -264,18 +265,23 @@ def member_items(
     online: set[int],
 ) -> list[dict[str, Hashable]]:
     """The items of the member list (rooms/_member.html): who is online, and whom
-    the viewer may message or (as an owner) remove."""
+    the viewer may message or (as an owner) make owner or remove."""
     viewer_id = request.state.user.id
-    may_remove = membership is not None and membership.is_owner
+    may_manage = membership is not None and membership.is_owner and not room.is_direct
     return [
         {
             "member": member,
             "online": member.id in online or member.id == viewer_id,
             "may_message": not room.is_direct and member.id != viewer_id,
-            "remove_from": room.id if may_remove and member.id != viewer_id else None,
+            "manage_in": room.id if may_manage and member.id != viewer_id else None,
         }
         for member in members
     ]
+
+
+def is_last_owner(members: list[Member], user: User) -> bool:
+    """Whether `user` is the only owner among `members` (and so may not leave)."""
+    return [member.id for member in members if member.is_owner] == [user.id]
 
 
 @login_required
@@ -304,59 +310,3 @@ async def room_state_changed(request: Request, membership: Membership) -> None:
         )
     except BrokerUnavailable:  # those pages recount when they reconnect
         log.warning("room.state_signal_lost", user_id=membership.user_id)
-
-
-async def _end_membership(request: Request, room: Room, user_id: int) -> bool:
-    async with request.app.state.db() as db:
-        removed = await room.remove_member(db, user_id)
-    if removed:
-        # Their open streams of this room close at once, on every worker.
-        await request.app.state.broker.publish(user_channel(user_id), leave_room_signal(room.id))
-    return removed
-
-
-@login_required
-async def leave(request: Request) -> Response:
-    room, membership = await find_membership(request)
-    if room.is_direct:
-        raise HTTPException(400, "A direct conversation cannot be left.")
-    await _end_membership(request, room, membership.user_id)
-    log.info("room.left", user_id=membership.user_id)
-    return RedirectResponse(request.url_for("index"), status_code=303)
-
-
-async def _owned_room(request: Request) -> tuple[Room, Membership]:
-    room, membership = await find_membership(request)
-    if room.is_direct:
-        raise HTTPException(400, "A direct conversation is always the two of you.")
-    if not membership.is_owner:
-        raise HTTPException(403, "Only the room's owners can change its members.")
-    return room, membership
-
-
-@login_required
-async def add_member(request: Request) -> Response:
-    room, membership = await _owned_room(request)
-    username = (await read_form(request)).get("username", "").strip()
-    async with request.app.state.db() as db:
-        user = await User.by_username(db, username) if username else None
-        added = user is not None and await room.add_member(db, user)
-    if user is None:
-        return await room_page(
-            request, room, membership, error=f"There is no user called “{username}”.", status=400
-        )
-    if added:
-        log.info("room.member_added", user_id=user.id, by_user_id=membership.user_id)
-    return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
-
-
-@login_required
-async def remove_member(request: Request) -> Response:
-    room, membership = await _owned_room(request)
-    user_id = request.path_params["user_id"]
-    if user_id == membership.user_id:
-        raise HTTPException(400, "To leave the room, use Leave.")
-    if user_id > MAX_ID or not await _end_membership(request, room, user_id):
-        raise HTTPException(404, "That person is not a member of this room.")
-    log.info("room.member_removed", user_id=user_id, by_user_id=membership.user_id)
-    return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)

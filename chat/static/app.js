@@ -470,6 +470,42 @@
   document.addEventListener("htmx:afterSettle", followNewest);
   document.addEventListener("htmx:sseMessage", followNewest);
 
+  // --- Leave and Remove ask first: the link (a confirmation page without this script)
+  // opens the page's confirm dialog, filled from its data-confirm-*. An explanation
+  // without data-confirm-action (the last owner leaving) offers only Close. ----------
+  var confirmDialog = document.getElementById("confirm");
+  var confirmOpener = null;
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-confirm]");
+    if (!link || !confirmDialog || event.button !== 0) return;
+    if (event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    var action = link.dataset.confirmAction || "";
+    confirmDialog.querySelector("[data-confirm-title]").textContent = link.dataset.confirmTitle || "";
+    confirmDialog.querySelector("[data-confirm-text]").textContent = link.dataset.confirmText || "";
+    var form = confirmDialog.querySelector("form");
+    var button = confirmDialog.querySelector("[data-confirm-button]");
+    var cancel = confirmDialog.querySelector("[data-confirm-cancel]");
+    form.setAttribute("action", action);
+    button.hidden = !action;
+    button.textContent = link.dataset.confirmButton || "";
+    cancel.textContent = action ? "Cancel" : "Close";
+    confirmOpener = link;
+    confirmDialog.showModal();
+    // The safe choice first: Enter right away does not remove anyone.
+    cancel.focus();
+  });
+  if (confirmDialog) {
+    confirmDialog.querySelector("[data-confirm-cancel]").addEventListener("click", function () {
+      confirmDialog.close();
+    });
+    confirmDialog.addEventListener("close", function () {
+      var lost = !document.activeElement || document.activeElement === document.body;
+      if (lost && confirmOpener && document.body.contains(confirmOpener)) confirmOpener.focus();
+      confirmOpener = null;
+    });
+  }
+
   // --- Keyboard shortcuts; templates/_shortcuts.html lists them for people. ---------
   var shortcuts = document.getElementById("shortcuts");
   var focusBeforeShortcuts = null;

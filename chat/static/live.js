@@ -111,6 +111,12 @@
     return document.getElementById("messages");
   }
 
+  // A frame's id is the stream's cursor: "SEQ", or "SEQ.CHANGE" once the room has had
+  // edits, deletes or reactions (chat/sse.py). The message is the SEQ part.
+  function seqOf(id) {
+    return parseInt(String(id || "").split(".")[0], 10) || 0;
+  }
+
   function newestSeq() {
     var newest = roomLog().querySelector(":scope > article[data-seq]:last-of-type");
     return newest ? Number(newest.dataset.seq) : 0;
@@ -208,10 +214,17 @@
       typingVersion = 0;
       event.detail.source.addEventListener("typing", onTyping);
       event.detail.source.addEventListener("presence", onPresence);
+      // An edited message is put back fresh by static/app.js (its listener came
+      // first): mark its mentions again.
+      ["edit", "delete"].forEach(function (kind) {
+        event.detail.source.addEventListener(kind, function () {
+          highlightMentions(roomLog());
+        });
+      });
     });
 
     document.addEventListener("htmx:sseMessage", function (event) {
-      var seq = Number(event.detail.lastEventId);
+      var seq = seqOf(event.detail.lastEventId);
       var message = seq && document.getElementById("message-" + seq);
       if (!message) return;
       highlightMentions(message);

@@ -1,0 +1,110 @@
+"""One server per test module for the room page's daily-use tests (issue 22): a room of
+70 messages among three people, made once, and browser contexts signed in as them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from playwright.async_api import Browser
+
+from tests.browser.conftest import VIEWPORT
+from tests.browser.support import NARROW, WATCH_SCRIPT, Visitor
+from tests.support import CSRF_META, PASSWORD, LiveServer
+
+PEOPLE = ("alice", "bob", "carol")
+HISTORY = 70  # messages in "general", more than one page (50)
+WIDE, PHONE = VIEWPORT, NARROW
+
+
+class Seeder:
+    """One person by plain HTTP: fast setup, not what is under test."""
+
+    def __init__(self, url: str, username: str) -> None:
+        self.client = httpx.Client(base_url=url, headers={"Origin": url}, timeout=30)
+        self.username = username
+
+    def post(self, path: str, form: dict[str, str] | None = None) -> httpx.Response:
+        token = CSRF_META.search(self.client.get("/login", follow_redirects=True).text).group(1)
+        return self.client.post(path, data={"csrf_token": token, **(form or {})})
+
+    def sign_up(self) -> Seeder:
+        response = self.post("/signup", {"username": self.username, "password": PASSWORD})
+        assert response.status_code == 303, response.text
+        return self
+
+    def create_room(self, name: str, visibility: str = "public") -> int:
+        response = self.post("/rooms", {"name": name, "visibility": visibility})
+        assert response.status_code == 303, response.text
+        return int(response.headers["location"].rsplit("/", 1)[1])
+
+    def say(self, room_id: int, body: str) -> None:
+        assert self.post(f"/rooms/{room_id}/messages", {"body": body}).status_code == 303
+
+
+def start_server(migrated_sqlite: Path, directory: Path) -> LiveServer:
+    database = directory / "chat.db"
+    shutil.copyfile(migrated_sqlite, database)
+    env = {
+        "CHAT_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "CHAT_SECRET_KEY": "test-secret-key-not-for-production",
+        "CHAT_MEDIA_DIR": str(directory / "media"),
+        "CHAT_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Seeding posts faster than a person; typing notices keep their own limit.
+        "CHAT_RATE_LIMITS": "off",
+    }
+    return LiveServer(env, log_path=directory / "server.log").start()
+
+
+def seeded(server: LiveServer) -> Iterator[dict[str, Seeder]]:
+    people = {name: Seeder(server.url, name).sign_up() for name in PEOPLE}
+    general = people["alice"].create_room("general")
+    for name in ("bob", "carol"):
+        assert people[name].post(f"/rooms/{general}/join").status_code == 303
+    for n in range(1, HISTORY + 1):
+        people[PEOPLE[n % 3]].say(general, f"history message {n}")
+    try:
+        yield people
+    finally:
+        for person in people.values():
+            person.client.close()
+
+
+async def sign_in(
+    browser: Browser,
+    server: LiveServer,
+    username: str,
+    *,
+    viewport: dict[str, int] = WIDE,
+    javascript: bool = True,
+    dark: bool = False,
+) -> Visitor:
+    context = await browser.new_context(
+        base_url=server.url,
+        java_script_enabled=javascript,
+        viewport=viewport,
+        color_scheme="dark" if dark else "light",
+    )
+    context.set_default_timeout(10_000)
+    await context.add_init_script(script=WATCH_SCRIPT)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(error.stack or str(error)))
+    page.script_errors = errors  # checked by the module's fixture when the test ends
+    response = await page.request.get("/login")
+    token = CSRF_META.search(await response.text()).group(1)
+    answer = await page.request.post(
+        "/login",
+        form={"csrf_token": token, "username": username, "password": PASSWORD},
+        headers={"Origin": server.url},
+        max_redirects=0,
+    )
+    assert answer.status == 303, await answer.text()
+    return Visitor(page, server.url, username)
+
+
+def room_id_of(url: str) -> int:
+    return int(re.search(r"/rooms/([0-9]+)", url).group(1))
