@@ -41,8 +41,15 @@ lint: $(VENV)/.installed-test
 
 # Two workers: most tests wait on a server, Chromium or the network, not on a core.
 # worksteal evens out the long tests (chaos, benchmarks' smoke runs, browser journeys).
+# Then a representative subset again on the plain paths (CHAT_FAST_PATHS=0): posting,
+# pages, history and streams without the hot statements, the HTML cache or our own
+# stream serving (docs/testing.md). tests/test_fast_paths.py compares the two in the
+# first run.
+PLAIN_PATHS_TESTS := tests/test_messages.py tests/test_streams.py tests/test_replies.py \
+	tests/test_unread.py tests/test_html_cache.py tests/test_hot_statements.py
 test: lint chromium wrk
 	$(BIN)/pytest -n 2 --dist worksteal
+	CHAT_FAST_PATHS=0 $(BIN)/pytest -n 2 --dist worksteal $(PLAIN_PATHS_TESTS)
 
 # Ready to run `chat bench SCENARIO` (docs/performance.md).
 bench: $(VENV)/.installed-bench wrk

@@ -155,7 +155,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.presence = create_presence(settings, app.state.db, broker)
         app.state.rate_limits = RateLimits(settings)
         app.state.streams = OpenStreams(
-            app.state.presence, settings.heartbeat_seconds, settings.send_timeout_seconds
+            app.state.presence,
+            settings.heartbeat_seconds,
+            settings.send_timeout_seconds,
+            fast=settings.fast_paths,
         )
         app.state.streams.start()
         if checkpoints is not None:

@@ -142,8 +142,8 @@ class Settings:
     signup: str = ""
     # How long an administrator's password-reset link works.
     password_reset_hours: float = 24.0
-    # False serves the plain paths instead of the measured fast ones (chat.hot_statements):
-    # the same answers, for comparing the two.
+    # False serves the plain paths instead of the measured fast ones (chat.hot_statements,
+    # chat.html_cache, chat.streams): the same answers, for comparing the two.
     fast_paths: bool = True
 
     @classmethod

@@ -19,6 +19,16 @@ the task the server already runs for the request, after the app has returned
 - under uvicorn's httptools protocol (`chat serve`), `send_now` writes a body chunk to
   the connection's transport itself (`DirectWrite`): a published frame is written to a
   thousand streams, and the ASGI `send` costs more than the write's system call.
+
+Handlers ask `OpenStreams.response(stream)` for the response. With CHAT_FAST_PATHS=0 it
+is sse-starlette's own `EventSourceResponse` around the same frames, with the same
+headers, heartbeat comment and send timeout: the plain path, the same bytes
+(tests/test_fast_paths.py).
+
+It uses private names of sse-starlette (`_listen_for_exit_signal`), uvicorn (the fields of
+httptools' `RequestResponseCycle`) and asyncio (`_asyncio_future_blocking`); each library
+is pinned to its minor version in pyproject.toml, and tests/test_private_names.py fails
+loudly on an upgrade that drops one.
 """
 
 from __future__ import annotations
@@ -26,26 +36,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import lru_cache
 from typing import Any
 
 import anyio
 import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 
-from chat.activity import UserStream
 from chat.broker import cancel_tasks
 from chat.message_path import RoomStream
 from chat.presence import Presence
 
 log = structlog.get_logger("chat.streams")
 
+# What a response streams: a room's frames for a browser (RoomStream) or an API client
+# (chat.api.stream.ApiRoomStream), or the rooms page's counts (UserStream).
+Stream = Any
+
 # The scope key under which a response hands its stream to StreamHandoverMiddleware.
 OPEN_STREAM = "chat.open_stream"
-HEARTBEAT = ServerSentEvent(comment="ping", sep="\n").encode()
+HEARTBEAT_EVENT = ServerSentEvent(comment="ping", sep="\n")
+HEARTBEAT = HEARTBEAT_EVENT.encode()
 # The heartbeat writes this many streams, then lets other work run.
 HEARTBEAT_BATCH = 200
 
@@ -162,7 +177,7 @@ class RoomStreamResponse(EventSourceResponse):
     status_code = 200
     background = None
 
-    def __init__(self, stream: RoomStream | UserStream, streams: OpenStreams) -> None:
+    def __init__(self, stream: Stream, streams: OpenStreams) -> None:
         self.body_iterator = stream.frames()
         self.send_timeout = streams.send_timeout
         self.stream = stream
@@ -269,16 +284,38 @@ class OpenStreams:
     `send_timeout` is cut off, as its own stream's writes would be.
     """
 
-    def __init__(self, presence: Presence, heartbeat_seconds: float, send_timeout: float) -> None:
+    def __init__(
+        self,
+        presence: Presence,
+        heartbeat_seconds: float,
+        send_timeout: float,
+        *,
+        fast: bool = True,
+    ) -> None:
         self.presence = presence
         self.heartbeat_seconds = heartbeat_seconds
         self.send_timeout = send_timeout
+        self.fast = fast
         self._open: set[RoomStreamResponse] = set()
         self._shutting_down = False
         self._tasks: list[asyncio.Task[None]] = []
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def response(self, stream: Stream) -> Response:
+        """The response that serves `stream`: a RoomStreamResponse, or on the plain path
+        (CHAT_FAST_PATHS=0) sse-starlette's EventSourceResponse, which runs its own
+        heartbeat, send timeout, disconnect and shutdown watch per stream."""
+        if self.fast:
+            return RoomStreamResponse(stream, self)
+        return EventSourceResponse(
+            _online_while_open(stream, self.presence),
+            ping=self.heartbeat_seconds,
+            sep="\n",
+            ping_message_factory=lambda: HEARTBEAT_EVENT,
+            send_timeout=self.send_timeout,
+        )
 
     def add(self, response: RoomStreamResponse) -> None:
         """A response whose start is sent; it stays until it sends its end."""
@@ -329,6 +366,22 @@ class OpenStreams:
         self._shutting_down = True
         for response in tuple(self._open):
             response.end()
+
+
+async def _online_while_open(stream: Stream, presence: Presence) -> AsyncIterator[bytes]:
+    """The plain path's frames: `stream`'s, its user counted online meanwhile. The first
+    frame comes once the stream has subscribed: only then does presence (a round trip
+    to Redis, with several workers) delay it, as on the fast path, which subscribes right
+    after the headers."""
+    async with contextlib.aclosing(stream.frames()) as frames:
+        try:
+            first = await anext(frames)
+        except StopAsyncIteration:
+            return
+        async with presence.connected(stream.user_id):
+            yield first
+            async for frame in frames:
+                yield frame
 
 
 class StreamHandoverMiddleware:

@@ -7,17 +7,20 @@ bytes either way. Two apps, one fast and one plain, serve the same database here
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from chat.app import create_app
 from chat.settings import Settings
 from tests.conftest import BASE_URL
-from tests.support import Person, client_for
+from tests.support import LiveServer, Person, client_for
 from tests.test_attachments import png, send
 from tests.test_message_changes import edit, message_path
 from tests.test_replies import reply
@@ -90,3 +93,55 @@ async def test_pages_and_fragments_are_the_same_bytes_on_the_plain_paths(fast_an
     assert b'id="composer"' in fast_reply.content
     for client in (alice.client, bob.client, plain_alice.client):
         await client.aclose()
+
+
+@pytest.fixture
+def fast_and_plain_servers(
+    server_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """`chat serve` twice on one migrated database: CHAT_FAST_PATHS=1, then 0."""
+    url = server_env["CHAT_DATABASE_URL"]
+    if url.startswith("sqlite"):
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), make_url(url).database)
+    servers = []
+    try:
+        for flag in ("1", "0"):
+            env = {**server_env, "CHAT_FAST_PATHS": flag}
+            servers.append(LiveServer(env, log_path=tmp_path / f"fast-{flag}.log").start())
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def test_a_stream_is_the_same_bytes_on_the_plain_path(fast_and_plain_servers):
+    """sse-starlette's EventSourceResponse (plain) and RoomStreamResponse (fast) send the
+    same status, headers and frames: here a room's history replayed from SQL."""
+    fast, plain = fast_and_plain_servers
+    async with client_for(fast.url, timeout=30) as client:
+        alice = await Person(client, "alice").signup()
+        room_id = await alice.create_room()
+        for text in ("one", "**two**", "three"):
+            await alice.say(room_id, text)
+        await edit(alice, room_id, 2, "two, edited")
+        cookies = client.cookies
+
+    answers = []
+    for server in (fast, plain):
+        async with (
+            client_for(server.url, timeout=30, cookies=cookies) as client,
+            client.stream("GET", f"/rooms/{room_id}/events?after=0") as response,
+        ):
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if body.count(b"event: message\n") == 3:
+                    break
+            headers = [
+                (name, value)
+                for name, value in response.headers.multi_items()
+                if name not in {"date", "x-request-id"}  # different for every answer
+            ]
+            answers.append((response.status_code, headers, body))
+    assert answers[0][2].startswith(b"retry: 1000\n\n")
+    assert answers[0] == answers[1]

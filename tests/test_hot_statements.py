@@ -25,12 +25,11 @@ async def session_of(app, username: str) -> str:
         )
 
 
-def sessions_for(app, fast_paths: bool) -> async_sessionmaker:
-    """The app's sessions, or the same on the plain path (CHAT_FAST_PATHS=0)."""
-    if fast_paths:
-        return app.state.db
+def sessions_for(app, fast_paths: bool = True) -> async_sessionmaker:
+    """The app's sessions on the fast path, or on the plain one (CHAT_FAST_PATHS=0),
+    whichever the app itself was made with."""
     return async_sessionmaker(
-        app.state.db.kw["bind"], expire_on_commit=False, info={FAST_PATHS: False}
+        app.state.db.kw["bind"], expire_on_commit=False, info={FAST_PATHS: fast_paths}
     )
 
 
@@ -107,7 +106,7 @@ async def test_work_that_fails_midway_leaves_no_write_behind(app, people):
         raise RuntimeError("after the write, before the commit")
 
     with pytest.raises(RuntimeError):
-        await run_prepared(app.state.db, bump_then_fail)
+        await run_prepared(sessions_for(app), bump_then_fail)
     async with app.state.db() as db:
         assert (await db.get(Room, room_id)).last_seq == 1
     # The connection is not left inside that transaction: the next post takes seq 2.
@@ -129,7 +128,7 @@ async def test_cancelled_work_gives_its_connection_back_and_the_next_request_run
         on_thread.set()
         time.sleep(0.2)  # the request goes away meanwhile
 
-    running = asyncio.create_task(run_prepared(app.state.db, slow))
+    running = asyncio.create_task(run_prepared(sessions_for(app), slow))
     await asyncio.to_thread(on_thread.wait, 5)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -169,10 +168,10 @@ async def test_work_that_comes_while_other_work_is_under_way_goes_with_it_each_i
 
         return work
 
-    under_way = asyncio.create_task(run_prepared(app.state.db, first))
+    under_way = asyncio.create_task(run_prepared(sessions_for(app), first))
     await asyncio.to_thread(on_thread.wait, 5)
     queued = {
-        name: asyncio.create_task(run_prepared(app.state.db, records(name)))
+        name: asyncio.create_task(run_prepared(sessions_for(app), records(name)))
         for name in ("second", "fails", "gone", "last")
     }
     await asyncio.sleep(0.05)  # every one of them is waiting now
@@ -189,5 +188,5 @@ async def test_work_that_comes_while_other_work_is_under_way_goes_with_it_each_i
     assert ran == ["second", "fails", "last"]
     assert len(checkouts) == 2
     # And work after them goes at once, on its own.
-    assert await run_prepared(app.state.db, lambda statements: "alone") == "alone"
+    assert await run_prepared(sessions_for(app), lambda statements: "alone") == "alone"
     assert len(checkouts) == 3 and pool.checkedout() == 0

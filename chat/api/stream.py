@@ -30,7 +30,6 @@ from chat.message_path import REPLAY_BATCH, end_session_signal, leave_room_signa
 from chat.models import Message, Room
 from chat.routes.events import cursor_param
 from chat.sse import Cursor
-from chat.streams import RoomStreamResponse
 
 log = structlog.get_logger("chat.api.stream")
 
@@ -144,14 +143,13 @@ async def stream(request: Request) -> Response:
     query = cursor_param(request.query_params.get("after"), "after")
     claims = [claim for claim in (header, query) if claim is not None] or [Cursor(0)]
     after = Cursor(max(claim.seq for claim in claims), min(claim.change for claim in claims))
-    return RoomStreamResponse(
-        ApiRoomStream(  # type: ignore[arg-type]
+    return request.app.state.streams.response(
+        ApiRoomStream(
             request.app.state.messages,
             room.id,
             room_url(request, room.id),
             token.user_id,
             token.id,
             after,
-        ),
-        request.app.state.streams,
+        )
     )

@@ -10,7 +10,6 @@ from chat import rate_limits
 from chat.auth import login_required, session_id
 from chat.routes.rooms import MAX_ID, find_membership
 from chat.sse import Cursor
-from chat.streams import RoomStreamResponse
 
 
 def cursor_param(value: str | None, name: str) -> Cursor | None:
@@ -36,9 +35,8 @@ async def stream(request: Request) -> Response:
     query = cursor_param(request.query_params.get("after"), "after")
     claims = [claim for claim in (header, query) if claim is not None] or [Cursor(0)]
     after = Cursor(max(claim.seq for claim in claims), min(claim.change for claim in claims))
-    return RoomStreamResponse(
+    return request.app.state.streams.response(
         request.app.state.messages.stream(
             room.id, membership.user_id, session_id(request.state.auth_session), after
-        ),
-        request.app.state.streams,
+        )
     )

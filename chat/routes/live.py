@@ -14,7 +14,6 @@ from chat.hot_statements import run_sync_work
 from chat.htmx import is_htmx
 from chat.routes.forms import read_form
 from chat.routes.rooms import find_membership, int_param, room_state_changed
-from chat.streams import RoomStreamResponse
 
 
 @login_required
@@ -69,4 +68,4 @@ async def user_events(request: Request) -> Response:
     stream = UserStream(
         state.db, state.broker, request.state.user, session_id(request.state.auth_session)
     )
-    return RoomStreamResponse(stream, state.streams)
+    return state.streams.response(stream)
