@@ -35,6 +35,7 @@ How it stays right:
 
 from __future__ import annotations
 
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, NamedTuple
@@ -45,7 +46,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chat.hot_statements import Prepared, PreparedRunner, run_prepared
+from chat.hot_statements import Prepared, PreparedRunner, on_sqlite_connection, run_prepared
 from chat.models import Membership, Room, User
 
 # A room page is about 90 KB: a few hundred busy readers' recent pages per process.
@@ -156,6 +157,7 @@ class PageCache:
         self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
         self._bytes = 0
         self.hits = self.misses = 0
+        self._sqlite_stamps = _SqliteStamps()
 
     @property
     def kept_bytes(self) -> int:
@@ -176,7 +178,7 @@ class PageCache:
             "hx-request" in request.headers,
             "hx-history-restore-request" in request.headers,
         )
-        stamp = await _stamp(request, user.id, shows)
+        stamp = await _stamp(request, user.id, shows, self._sqlite_stamps)
         token = request.state.csrf_token.encode()
         kept = self._kept.get(key)
         if kept is not None and kept.stamp == stamp:
@@ -229,18 +231,72 @@ def _as_stamped(room: Room | None, stamp: Any) -> bool:
     )
 
 
-async def _stamp(request: Request, viewer: int, shows: Shows) -> Hashable:
-    """The values the page is made of, as the database and presence hold them now."""
+def _read_stamp(trip: PreparedRunner, viewer: int, shows: Shows) -> tuple[Any, ...]:
+    return (
+        trip.first(_READER, {"viewer": viewer}),
+        None if shows.room is None else trip.first(_ROOM, {"room": shows.room.id}),
+        None if shows.public is None else trip.first(shows.public, {}),
+    )
 
-    def read(trip: PreparedRunner) -> tuple[Any, ...]:
-        return (
-            trip.first(_READER, {"viewer": viewer}),
-            None if shows.room is None else trip.first(_ROOM, {"room": shows.room.id}),
-            None if shows.public is None else trip.first(shows.public, {}),
+
+class _SqliteStamps:
+    """On SQLite, the stamps read since the database last changed, by reader and what
+    the page shows: served without reading them again until it changes. A change is
+    seen from the process's one connection (chat.db.create_engine): `PRAGMA
+    data_version` moves when any other connection, in this process or another,
+    commits, and the connection's `total_changes` when it writes itself. Both only
+    grow, and belong to their connection, which is part of the version."""
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        # Replaced whole, never changed in place but by adding stamps of its version:
+        # the connection's thread reads it while the event loop may replace it.
+        self._known: tuple[Any, tuple[int, int], dict[Hashable, tuple[Any, ...]]] = (
+            None,
+            (0, 0),
+            {},
         )
 
+    async def read(self, engine: Any, viewer: int, shows: Shows) -> tuple[Any, ...]:
+        key = (viewer, shows.room and shows.room.id, shows.public)
+        known = self._known
+
+        def work(aiosqlite_connection: Any) -> tuple[Any, tuple[int, int], Any, bool]:
+            connection: sqlite3.Connection = aiosqlite_connection._conn
+            try:
+                (data_version,) = connection.execute("PRAGMA data_version").fetchone()
+                version = (data_version, connection.total_changes)
+                if known[0] is connection and known[1] == version and key in known[2]:
+                    return connection, version, known[2][key], True
+                trip = PreparedRunner.on_sqlite(connection, engine.dialect)
+                return connection, version, _read_stamp(trip, viewer, shows), False
+            finally:
+                if connection.in_transaction:
+                    connection.rollback()
+
+        connection, version, stamp, was_known = await on_sqlite_connection(engine, work)
+        if not was_known:
+            current = self._known
+            if current[0] is not connection or current[1] != version:
+                current = self._known = (connection, version, {})
+            if len(current[2]) < self.KEPT:
+                current[2][key] = stamp
+        return stamp
+
+
+async def _stamp(
+    request: Request, viewer: int, shows: Shows, sqlite_stamps: _SqliteStamps
+) -> Hashable:
+    """The values the page is made of, as the database and presence hold them now."""
     state = request.app.state
-    reader, room, public = await run_prepared(state.db, read, autocommit=True)
+    engine = state.db.kw["bind"]
+    if engine.dialect.name == "sqlite":
+        reader, room, public = await sqlite_stamps.read(engine, viewer, shows)
+    else:
+        reader, room, public = await run_prepared(
+            state.db, lambda trip: _read_stamp(trip, viewer, shows), autocommit=True
+        )
     live: tuple[Any, ...] = ()
     member_ids = None if room is None else room[len(_ROOM_COLUMNS)]
     if shows.members and member_ids:

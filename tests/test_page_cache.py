@@ -121,3 +121,26 @@ def test_chat_fast_paths_0_turns_the_cache_off(settings):
     assert create_app(settings).state.page_cache.enabled
     plain = dataclasses.replace(settings, fast_paths=False)
     assert not create_app(plain).state.page_cache.enabled
+
+
+async def test_a_commit_by_another_worker_shows_at_once(people, app, settings):
+    """Another worker writes through a connection of its own (on SQLite, another
+    connection to the file; the kept stamps notice its commits)."""
+    from sqlalchemy import update
+
+    from chat.db import create_engine
+    from chat.models import Room
+
+    _, bob, room_id = await room_with_messages(people)
+    for _ in range(2):
+        assert "general" in (await bob.get(f"/rooms/{room_id}")).text
+    other_worker = create_engine(settings.database_url)
+    try:
+        async with other_worker.begin() as connection:
+            await connection.execute(
+                update(Room).where(Room.id == room_id).values(topic="set elsewhere")
+            )
+    finally:
+        await other_worker.dispose()
+    assert "set elsewhere" in (await bob.get(f"/rooms/{room_id}")).text
+    assert "set elsewhere" in (await bob.get(f"/rooms/{room_id}")).text
