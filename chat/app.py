@@ -37,6 +37,7 @@ from chat.settings import Settings
 from chat.storage import LocalMediaStorage
 from chat.streams import OpenStreams, StreamHandoverMiddleware
 from chat.wal_checkpoints import sqlite_checkpoints
+from chat.webhooks import OutgoingWebhooks
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -142,7 +143,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.db = create_sessionmaker(engine, fast_paths=settings.fast_paths)
         app.state.broker = broker
-        app.state.messages = MessagePath(
+        app.state.webhooks = webhooks = OutgoingWebhooks(settings, app.state.db)
+        app.state.messages = webhooks.messages = MessagePath(
             db=app.state.db,
             broker=broker,
             templates=app.state.templates.env,
@@ -151,6 +153,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             storage=LocalMediaStorage(settings.media_dir),
             image_decodes=anyio.Semaphore(settings.image_decodes),
             max_image_pixels=settings.max_image_pixels,
+            after_post=webhooks.message_posted,
         )
         app.state.presence = create_presence(settings, app.state.db, broker)
         app.state.rate_limits = RateLimits(settings)
@@ -161,6 +164,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             fast=settings.fast_paths,
         )
         app.state.streams.start()
+        webhooks.start()
         if checkpoints is not None:
             checkpoints.start()
         # Loaded now rather than by the first request for each (one room page loads
@@ -176,6 +180,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await app.state.streams.close()
+            await webhooks.close()
             await app.state.presence.close()
             await app.state.rate_limits.close()
             await broker.close()

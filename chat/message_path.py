@@ -134,6 +134,9 @@ class MessagePath:
     # proportion to its pixels), and their pixel cap: chat.uploads.
     image_decodes: anyio.Semaphore = field(default_factory=lambda: anyio.Semaphore(2))
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    # Told of every stored message and whom it mentions, without being waited for
+    # (chat.webhooks.OutgoingWebhooks.message_posted).
+    after_post: Callable[[Message, list[User]], None] | None = None
 
     def render(self, message: Message) -> str:
         """A frame's message: the one partial's macro (messages/_message.html), called
@@ -201,6 +204,8 @@ class MessagePath:
             await self.broker.publish(activity_channel(room_id), notice)
         except BrokerUnavailable:  # rooms pages recount from SQL when they reconnect
             log.warning("message.activity_lost", room_id=room_id, seq=message.seq)
+        if self.after_post is not None:
+            self.after_post(message, mentioned)
         return message
 
     async def edit(self, room_id: int, seq: int, editor: User, raw_body: str) -> Message:

@@ -137,6 +137,11 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 5.0
     webhook_attempts: int = 5
+    # The first retry waits this long, each next one twice as long (fixed in code).
+    webhook_backoff_seconds: float = 2.0
+    # The site's address as people reach it (e.g. https://chat.example.com): the
+    # permalinks outgoing webhooks send start with it; empty, they are paths.
+    public_url: str = ""
     # The sign-up policy, when the environment fixes it (open, invite or closed); empty
     # leaves it to the administrators' choice on /admin (open until they choose).
     signup: str = ""
@@ -203,6 +208,7 @@ class Settings:
                 "CHAT_WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout_seconds, float
             ),
             webhook_attempts=get("CHAT_WEBHOOK_ATTEMPTS", cls.webhook_attempts, int),
+            public_url=env.get("CHAT_PUBLIC_URL", cls.public_url),
             signup=get("CHAT_SIGNUP", cls.signup, _signup_policy),
             password_reset_hours=get("CHAT_PASSWORD_RESET_HOURS", cls.password_reset_hours, float),
             fast_paths=flag("CHAT_FAST_PATHS", cls.fast_paths),

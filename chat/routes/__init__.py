@@ -90,6 +90,12 @@ routes = [
         name="revoke_bot_token",
     ),
     Route(
+        "/account/bots/{bot_id:int}/outgoing",
+        bots.set_outgoing,
+        methods=["POST"],
+        name="set_bot_outgoing",
+    ),
+    Route(
         "/account/bots/{bot_id:int}/rooms",
         bots.add_to_room,
         methods=["POST"],

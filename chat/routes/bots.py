@@ -10,10 +10,12 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.auth import login_required
 from chat.models import ApiToken, Bot, Room, WebhookDelivery
+from chat.models.bots import MAX_WEBHOOK_URL
 from chat.routes.forms import read_form
 from chat.routes.rooms import MAX_ID, int_param
 from chat.routes.sessions import USERNAME
 from chat.routes.tokens import end_token_streams, read_fields, rooms_of, token_request
+from chat.webhooks import UnsafeTarget, check_target
 
 log = structlog.get_logger("chat.bots")
 
@@ -100,7 +102,13 @@ async def addable_rooms(request: Request, bot_rooms: list[Room]) -> list[Room]:
 
 
 async def _bot_page(
-    request: Request, bot: Bot, *, secret: str = "", error: str = "", status: int = 200
+    request: Request,
+    bot: Bot,
+    *,
+    secret: str = "",
+    error: str = "",
+    outgoing_error: str = "",
+    status: int = 200,
 ) -> Response:
     async with request.app.state.db() as db:
         tokens = await ApiToken.of_user(db, bot.user_id)
@@ -118,6 +126,7 @@ async def _bot_page(
             "deliveries": deliveries,
             "secret": secret,
             "error": error,
+            "outgoing_error": outgoing_error,
             "done": DONE.get(request.query_params.get("done", ""), ""),
         },
         status_code=status,
@@ -176,6 +185,37 @@ async def add_to_room(request: Request) -> Response:
         await room.add_member(db, bot.user)
     log.info("room.member_added", user_id=bot.user_id, by_user_id=request.state.user.id)
     return _back(request, bot, "added")
+
+
+@login_required
+async def set_outgoing(request: Request) -> Response:
+    """Fields `url` (empty: no outgoing webhook) and any number of `watch` (ids of the
+    bot's rooms whose every message it is sent; it is always sent its @mentions)."""
+    bot = await owned_bot(request)
+    fields = await read_fields(request)
+    url = dict(fields).get("url", "").strip()
+    rooms = {room.id for room in await rooms_of(request, bot.user)}
+    watched = []
+    for key, value in fields:
+        if key == "watch":
+            room_id = int_param(value, "watch")
+            if room_id not in rooms:
+                return await _bot_page(
+                    request, bot, outgoing_error="A bot can only watch rooms it is in.", status=400
+                )
+            watched.append(room_id)
+    if len(url) > MAX_WEBHOOK_URL:
+        return await _bot_page(request, bot, outgoing_error="That URL is too long.", status=400)
+    if url:
+        try:
+            await check_target(url, request.app.state.settings.webhook_allow_private)
+        except UnsafeTarget as exc:
+            return await _bot_page(request, bot, outgoing_error=str(exc), status=400)
+    async with request.app.state.db() as db:
+        await bot.set_outgoing(db, url, watched)
+    await request.app.state.webhooks.refresh()
+    log.info("bot.outgoing_set", bot_id=bot.user_id, user_id=request.state.user.id)
+    return _back(request, bot, "outgoing")
 
 
 def _back(request: Request, bot: Bot, done: str) -> Response:
