@@ -18,6 +18,7 @@ from chat.models.admin import (
 from chat.models.attachments import THUMBNAIL_BOX, Attachment, size_text
 from chat.models.base import MAX_ID, Base, UTCDateTime, utcnow
 from chat.models.bots import Bot, DeliveryState, IncomingWebhook, WebhookDelivery
+from chat.models.invites import Invite, InviteState
 from chat.models.listing import listed_for
 from chat.models.message_rows import (
     QUOTE_CHARS,
@@ -68,6 +69,8 @@ __all__ = [
     "DeliveryState",
     "IncomingWebhook",
     "InstanceSetting",
+    "Invite",
+    "InviteState",
     "LastOwner",
     "Listed",
     "Member",

@@ -303,6 +303,14 @@ class Room(Base):
     def members(self, db: Session) -> list[Member]:
         return list(map(Member._make, db.connection().execute(_MEMBERS, {"room": self.id})))
 
+    async def has_member(self, db: AsyncSession, user_id: int) -> bool:
+        found = await db.scalar(
+            select(Membership.user_id).where(
+                Membership.room_id == self.id, Membership.user_id == user_id
+            )
+        )
+        return found is not None
+
     async def add_member(self, db: AsyncSession, user: User, role: Role = Role.MEMBER) -> bool:
         """Make `user` a member; False when they already were."""
         db.add(Membership(user_id=user.id, room_id=self.id, role=role, last_read_seq=self.last_seq))

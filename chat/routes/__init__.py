@@ -18,6 +18,7 @@ from chat.routes import (
     direct,
     events,
     health,
+    invites,
     live,
     members,
     messages,
@@ -166,6 +167,15 @@ routes = [
         methods=["POST"],
         name="archive_room",
     ),
+    Route("/rooms/{room_id:int}/invites", invites.create, methods=["POST"], name="create_invite"),
+    Route(
+        "/rooms/{room_id:int}/invites/{invite_id:int}/revoke",
+        invites.revoke,
+        methods=["POST"],
+        name="revoke_invite",
+    ),
+    Route("/invites/{token}", invites.show, methods=["GET"], name="invite"),
+    Route("/invites/{token}", invites.accept, methods=["POST"]),
     Route("/rooms/{room_id:int}/mute", room_settings.mute, methods=["POST"], name="mute_room"),
     Route("/rooms/{room_id:int}/join", rooms.join, methods=["POST"], name="join_room"),
     Route(

@@ -1,5 +1,6 @@
 """A room's settings page: its members mute it (and, later, export it); its owners
-rename it, give it a topic, archive and unarchive it. Also "mark all as read" for
+rename it, give it a topic, make invite links (chat/routes/invites.py), archive and
+unarchive it. Also "mark all as read" for
 every room of the viewer's. Each section is a partial (templates/room_settings/_*.html)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
 from chat.message_path import room_state_signal
-from chat.models import Membership, Room
+from chat.models import Invite, Membership, Room
 from chat.room_names import (
     MAX_ROOM_NAME,
     MAX_TOPIC,
@@ -33,10 +34,11 @@ DONE = {
     "unarchived": "The room is unarchived: members can write again, and it is listed.",
     "muted": "The room is muted: no unread count or notification but for @mentions of you.",
     "unmuted": "The room is no longer muted.",
+    "revoked": "The invite link is revoked: it no longer works.",
 }
 
 
-async def _page(
+async def settings_page(
     request: Request,
     room: Room,
     membership: Membership,
@@ -44,8 +46,13 @@ async def _page(
     error: str = "",
     field: str = "",
     typed: str = "",
+    new_invite: str = "",
     status: int = 200,
 ) -> Response:
+    invites = []
+    if membership.is_owner and not room.is_direct:
+        async with request.app.state.db() as db:
+            invites = await Invite.of_room(db, room.id)
     return request.app.state.templates.TemplateResponse(
         request,
         "room_settings/page.html",
@@ -58,8 +65,12 @@ async def _page(
             "typed": typed,
             "max_name": MAX_ROOM_NAME,
             "max_topic": MAX_TOPIC,
+            "invites": invites,
+            "new_invite": new_invite,
         },
         status_code=status,
+        # A new invite link is shown once: not kept by the browser's cache.
+        headers={"Cache-Control": "no-store"} if new_invite else None,
     )
 
 
@@ -71,10 +82,10 @@ def _back(request: Request, room: Room, done: str) -> Response:
 @login_required
 async def page(request: Request) -> Response:
     room, membership = await find_membership(request)
-    return await _page(request, room, membership)
+    return await settings_page(request, room, membership)
 
 
-async def _owned(request: Request) -> tuple[Room, Membership]:
+async def owned_room(request: Request) -> tuple[Room, Membership]:
     room, membership = await find_membership(request)
     if room.is_direct:
         raise HTTPException(400, "A direct conversation has no name, topic or archive.")
@@ -86,12 +97,12 @@ async def _owned(request: Request) -> tuple[Room, Membership]:
 @login_required
 async def rename(request: Request) -> Response:
     """Field `name`: the rules of creating a room (chat.room_names), unique in any case."""
-    room, membership = await _owned(request)
+    room, membership = await owned_room(request)
     typed = (await read_form(request)).get("name", "")
     try:
         name = clean_room_name(typed)
     except InvalidRoomName as exc:
-        return await _page(
+        return await settings_page(
             request, room, membership, error=str(exc), field="name", typed=typed, status=400
         )
     if name != room.name:
@@ -99,7 +110,7 @@ async def rename(request: Request) -> Response:
             renamed = await room.rename(db, name)
         if not renamed:
             error = f"There is already a room called “{name}”."
-            return await _page(
+            return await settings_page(
                 request, room, membership, error=error, field="name", typed=name, status=400
             )
         log.info("room.renamed", room_id=room.id, user_id=membership.user_id)
@@ -109,12 +120,12 @@ async def rename(request: Request) -> Response:
 @login_required
 async def set_topic(request: Request) -> Response:
     """Field `topic`: one line, at most MAX_TOPIC characters; empty clears it."""
-    room, membership = await _owned(request)
+    room, membership = await owned_room(request)
     typed = (await read_form(request)).get("topic", "")
     try:
         topic = clean_topic(typed)
     except InvalidRoomName as exc:
-        return await _page(
+        return await settings_page(
             request,
             room,
             membership,
@@ -132,7 +143,7 @@ async def set_topic(request: Request) -> Response:
 @login_required
 async def archive(request: Request) -> Response:
     """Field `archived`: `on` archives (read-only, unlisted), `off` unarchives."""
-    room, membership = await _owned(request)
+    room, membership = await owned_room(request)
     choice = (await read_form(request)).get("archived")
     if choice not in {"on", "off"}:
         raise HTTPException(400, "archived must be on or off.")

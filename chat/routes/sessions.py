@@ -24,6 +24,7 @@ from chat.models import SignupPolicy, User, signup_policy
 from chat.passwords import MAX_PASSWORD, password_problem
 from chat.rate_limits import RateLimited
 from chat.routes.forms import read_form
+from chat.routes.invites import valid_invite
 
 log = structlog.get_logger("chat.sessions")
 
@@ -60,10 +61,31 @@ async def current_signup_policy(request: Request) -> SignupPolicy:
         return await signup_policy(db, request.app.state.settings.signup)
 
 
-async def _form(
-    request: Request, purpose: str, *, error: str = "", username: str = "", status: int = 200
-) -> Response:
+async def signup_allowed(request: Request, invite: str) -> tuple[bool, SignupPolicy]:
+    """Whether sign-up is open to this request: always under `open`, with a working
+    invite link under `invite`, never under `closed`. And the policy."""
     policy = await current_signup_policy(request)
+    if policy == SignupPolicy.INVITE and invite:
+        return await valid_invite(request, invite) is not None, policy
+    return policy == SignupPolicy.OPEN, policy
+
+
+async def _form(
+    request: Request,
+    purpose: str,
+    *,
+    error: str = "",
+    username: str = "",
+    status: int = 200,
+    fields: dict[str, str] | None = None,
+) -> Response:
+    """The form; `next` and `invite` come from the submitted `fields`, else the query."""
+    given = fields if fields is not None else request.query_params
+    invite = given.get("invite", "")[:MAX_INVITE]
+    allowed, policy = await signup_allowed(request, invite)
+    closed = ""
+    if purpose == "signup" and not allowed:
+        closed = INVITE_GONE if invite else SIGNUP_CLOSED[policy]
     return request.app.state.templates.TemplateResponse(
         request,
         "sessions/form.html",
@@ -72,11 +94,12 @@ async def _form(
             "form": FORMS[purpose],
             "error": error,
             "username": username[:MAX_ECHO],
-            "next": _safe_next(request.query_params.get("next")),
+            "next": _safe_next(given.get("next")),
+            "invite": invite if allowed else "",
             "signup_open": policy == SignupPolicy.OPEN,
-            "signup_closed": SIGNUP_CLOSED.get(policy, "") if purpose == "signup" else "",
+            "signup_closed": closed,
         },
-        status_code=status,
+        status_code=403 if closed else status,
     )
 
 
@@ -90,10 +113,11 @@ async def _signed_in(request: Request, form: dict[str, str], user: User) -> Resp
 async def signup_form(request: Request) -> Response:
     if await load_session(request):
         return RedirectResponse(request.url_for("index"), status_code=303)
-    closed = await current_signup_policy(request) != SignupPolicy.OPEN
-    return await _form(request, "signup", status=403 if closed else 200)
+    return await _form(request, "signup")
 
 
+INVITE_GONE = "This invite link no longer works. Ask whoever sent it for a new one."
+MAX_INVITE = 64
 SIGNUP_CLOSED = {
     SignupPolicy.INVITE: "Sign-up is by invitation only: open the invite link you were given.",
     SignupPolicy.CLOSED: "Sign-up is closed. Ask an administrator of this chat for an account.",
@@ -102,8 +126,8 @@ SIGNUP_CLOSED = {
 
 async def signup(request: Request) -> Response:
     form = await read_form(request)
-    if await current_signup_policy(request) != SignupPolicy.OPEN:
-        return await _form(request, "signup", status=403)
+    if not (await signup_allowed(request, form.get("invite", "")[:MAX_INVITE]))[0]:
+        return await _form(request, "signup", fields=form)
     username, password = form.get("username", "").strip(), form.get("password", "")
     if not USERNAME.fullmatch(username):
         return await _form(
@@ -112,18 +136,26 @@ async def signup(request: Request) -> Response:
             error="Usernames are 3 to 32 letters, digits, _ or -, starting with a letter or digit.",
             username=username,
             status=400,
+            fields=form,
         )
     if problem := password_problem(password, username):
-        return await _form(request, "signup", error=problem, username=username, status=400)
+        return await _form(
+            request, "signup", error=problem, username=username, status=400, fields=form
+        )
     try:
         await rate_limits.hit(request, "signup", f"address:{client_address(request)}")
     except RateLimited as exc:
-        return await _refused(request, "signup", exc, username)
+        return await _refused(request, "signup", exc, username, form)
     async with request.app.state.db() as db:
         user = await User.create(db, username, await hash_password(password))
     if user is None:
         return await _form(
-            request, "signup", error="That username is taken.", username=username, status=400
+            request,
+            "signup",
+            error="That username is taken.",
+            username=username,
+            status=400,
+            fields=form,
         )
     log.info("user.signed_up", user_id=user.id)
     return await _signed_in(request, form, user)
@@ -148,7 +180,7 @@ async def login(request: Request) -> Response:
         for limit, key in keys:
             await rate_limits.check(request, limit, key)
     except RateLimited as exc:
-        return await _refused(request, "login", exc, username)
+        return await _refused(request, "login", exc, username, form)
     user = None
     if username and len(password) <= MAX_PASSWORD:
         async with request.app.state.db() as db:
@@ -158,7 +190,12 @@ async def login(request: Request) -> Response:
         for limit, key in keys:
             await rate_limits.hit(request, limit, key)
         return await _form(
-            request, "login", error="Wrong username or password.", username=username, status=401
+            request,
+            "login",
+            error="Wrong username or password.",
+            username=username,
+            status=401,
+            fields=form,
         )
     if not user.is_active:
         log.info("user.login_refused_deactivated", user_id=user.id)
@@ -168,13 +205,18 @@ async def login(request: Request) -> Response:
             error="This account is deactivated. Ask an administrator of this chat.",
             username=username,
             status=403,
+            fields=form,
         )
     log.info("user.logged_in", user_id=user.id)
     return await _signed_in(request, form, user)
 
 
-async def _refused(request: Request, purpose: str, exc: RateLimited, username: str) -> Response:
-    response = await _form(request, purpose, error=exc.detail, username=username, status=429)
+async def _refused(
+    request: Request, purpose: str, exc: RateLimited, username: str, form: dict[str, str]
+) -> Response:
+    response = await _form(
+        request, purpose, error=exc.detail, username=username, status=429, fields=form
+    )
     response.headers.update(exc.headers or {})
     return response
 
