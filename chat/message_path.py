@@ -385,25 +385,25 @@ class RoomStream:
     `close`, which its response sets to end the response at once, even while a write
     to the client is blocked; the client comes back and replays from SQL.
 
-    The fan-out path: once a response sets `write_now` (write a chunk to the client at
-    once, or return False without writing anything), a live frame published while the
-    stream is idle and `NEXT` in order is written by the publishing task itself: no
-    queue, no wake-up of this stream's task. Anything else (a gap to fill from SQL, a
+    The fan-out fast path: a response may set `deliver_now` (chat.streams.fan_out), which
+    the subscription offers each payload published while `frames()` waits with nothing
+    queued: a live frame `NEXT` in order is then written by the publishing task itself,
+    no queue, no wake-up of this stream's task. Anything else (a gap to fill from SQL, a
     client whose connection is not taking more, a signal) goes through the queue and
     `frames()`, which decides with the same `order`.
     """
 
     # One per open stream, held for hours: slots rather than a dict, and the signals that
-    # end it made when one arrives rather than kept (`_ends`).
+    # end it made when one arrives rather than kept (`ends`).
     __slots__ = (
-        "_channel",
+        "channel",
         "close",
+        "deliver_now",
         "path",
         "room_id",
         "sent",
         "session_id",
         "user_id",
-        "write_now",
     )
 
     def __init__(
@@ -415,11 +415,11 @@ class RoomStream:
         self.session_id = session_id
         # What the client has: every message up to .seq, with every change up to .change.
         self.sent = after
-        self.write_now: Callable[[bytes], bool] | None = None
+        self.deliver_now: Callable[[str, bytes], bool] | None = None
         self.close: Callable[[], None] = lambda: None
-        self._channel = room_channel(room_id)
+        self.channel = room_channel(room_id)
 
-    def _ends(self, payload: bytes) -> bool:
+    def ends(self, payload: bytes) -> bool:
         """Whether a signal on the user's own channel ends this stream: they left the
         room, or this session ended."""
         return payload in (
@@ -436,20 +436,20 @@ class RoomStream:
         messages the client has (see the module docstring)."""
         own = user_channel(self.user_id)
         async with self.path.broker.subscribe(
-            self._channel, own, on_overflow=self._cut_off
+            self.channel, own, on_overflow=self._cut_off
         ) as subscription:
             yield sse.RETRY_FRAME
             async for frame in self._replay():
                 yield frame
-            if self.write_now is not None:
-                subscription.direct = self._deliver_now
+            if self.deliver_now is not None:
+                subscription.direct = self.deliver_now
             while True:
                 try:
                     channel, payload = await subscription.get()
                 except SubscriptionOverflow:
                     return
                 if channel == own:
-                    if self._ends(payload):
+                    if self.ends(payload):
                         return
                     continue
                 cursor = sse.cursor_of(payload)
@@ -458,35 +458,6 @@ class RoomStream:
                     continue
                 async for frame in self._live(payload, cursor):
                     yield frame
-
-    def _deliver_now(self, channel: str, payload: bytes) -> bool:
-        """Subscription.direct: called by the publishing task while `frames()` waits
-        with nothing queued. True when the payload needs nothing more (written, or
-        not for the client); False to queue it for `frames()`."""
-        if channel != self._channel:
-            return not self._ends(payload)
-        cursor = sse.cursor_of(payload)
-        if cursor is None:
-            return self.write_now(payload)  # type: ignore[misc]
-        sent = self.sent
-        is_message = sse.is_message(payload)
-        if is_message and cursor.seq == sent.seq + 1 and cursor.change == sent.change:
-            # The usual case, once per subscriber of a busy room: what `order` and
-            # `_after` decide for it (NEXT; the client then has the frame's cursor).
-            if not self.write_now(payload):  # type: ignore[misc]
-                return False
-            self.sent = cursor
-            return True
-        order = self.order(cursor, is_message)
-        if order is Order.SENT:
-            return True
-        if order is Order.AHEAD:
-            return False
-        sent, chunk = self._after(payload, cursor, is_message)
-        if not self.write_now(chunk):  # type: ignore[misc]
-            return False
-        self.sent = sent
-        return True
 
     def order(self, cursor: Cursor, is_message: bool) -> Order:
         """A new message is next when it follows the last seq sent and its post saw
@@ -505,7 +476,7 @@ class RoomStream:
             return Order.AHEAD
         return Order.NEXT
 
-    def _after(self, frame: bytes, cursor: Cursor, is_message: bool) -> tuple[Cursor, bytes]:
+    def after(self, frame: bytes, cursor: Cursor, is_message: bool) -> tuple[Cursor, bytes]:
         """What the client has once sent the NEXT `frame`, and the bytes to send."""
         sent = self.sent
         if is_message:
@@ -535,7 +506,7 @@ class RoomStream:
                 yield missed
             if self.order(cursor, is_message) is Order.SENT:
                 return  # the replay sent it as it stands now
-        self.sent, chunk = self._after(frame, cursor, is_message)
+        self.sent, chunk = self.after(frame, cursor, is_message)
         yield chunk
 
     async def _replay(self, before_seq: int | None = None) -> AsyncIterator[bytes]:

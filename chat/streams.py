@@ -16,6 +16,8 @@ the task the server already runs for the request, after the app has returned
   wherever it waits;
 - the stream's task writes without waiting when it can (`send_now`), and only a client
   whose connection is not taking more makes it wait, for at most `send_timeout`;
+- the fan-out path (`fan_out`): a live frame published while a room stream waits is
+  written by the publishing task itself, without waking the stream's task;
 - under uvicorn's httptools protocol (`chat serve`), `send_now` writes a body chunk to
   the connection's transport itself (`DirectWrite`): a published frame is written to a
   thousand streams, and the ASGI `send` costs more than the write's system call.
@@ -47,8 +49,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 
+from chat import sse
 from chat.broker import cancel_tasks
-from chat.message_path import RoomStream
+from chat.message_path import Order, RoomStream
 from chat.presence import Presence
 
 log = structlog.get_logger("chat.streams")
@@ -122,6 +125,45 @@ class DirectWrite:
             return False
         connection.transport.write(http_chunk(chunk))
         return True
+
+
+def fan_out(stream: RoomStream, write_now: Callable[[bytes], bool]) -> Callable[[str, bytes], bool]:
+    """`stream.deliver_now`: offered each payload published while the stream's
+    `frames()` waits with nothing queued (the subscription's `direct`), by the
+    publishing task. True when the payload needs nothing more (written with
+    `write_now`, or not for the client); False to queue it for `frames()`, which decides
+    the same way (`RoomStream.order`) and fills any gap from SQL first."""
+    room = stream.channel
+
+    def deliver_now(channel: str, payload: bytes) -> bool:
+        if channel != room:
+            return not stream.ends(payload)
+        cursor = sse.cursor_of(payload)
+        if cursor is None:  # typing, presence: not part of the history
+            return write_now(payload)
+        sent = stream.sent
+        is_message = sse.is_message(payload)
+        if is_message and cursor.seq == sent.seq + 1 and cursor.change == sent.change:
+            # The usual case, once per subscriber of a busy room, decided here as
+            # `order` and `after` would (NEXT; the client then has the frame's cursor)
+            # without calling them: at a thousand subscribers those calls were a large
+            # part of a publish.
+            if not write_now(payload):
+                return False
+            stream.sent = cursor
+            return True
+        order = stream.order(cursor, is_message)
+        if order is Order.SENT:
+            return True
+        if order is Order.AHEAD:
+            return False
+        now, chunk = stream.after(payload, cursor, is_message)
+        if not write_now(chunk):
+            return False
+        stream.sent = now
+        return True
+
+    return deliver_now
 
 
 def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> Callable[[], None]:
@@ -205,7 +247,7 @@ class RoomStreamResponse(EventSourceResponse):
         self._send = send
         self._direct = DirectWrite.to(receive)
         if isinstance(self.stream, RoomStream):
-            self.stream.write_now = self.send_now
+            self.stream.deliver_now = fan_out(self.stream, self.send_now)
         self.stream.close = self.end
         async with self.streams.presence.connected(self.stream.user_id):
             # Only once the user counts as online: a client that has the headers of its

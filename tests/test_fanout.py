@@ -20,7 +20,7 @@ from chat.broker import MemoryBroker, SubscriptionOverflow, room_channel, user_c
 from chat.message_path import RoomStream, end_session_signal, leave_room_signal, room_state_signal
 from chat.models import User
 from chat.sse import Cursor
-from chat.streams import RoomStreamResponse
+from chat.streams import RoomStreamResponse, fan_out
 from tests.support import LiveServer, open_stream
 from tests.test_streams import room_with
 
@@ -93,7 +93,7 @@ def idle_stream(sent: Cursor, *, writes: bool = True) -> tuple[RoomStream, list[
     `writes=False`, to a client whose connection takes nothing more)."""
     stream = RoomStream(None, 1, 5, "session", sent)  # type: ignore[arg-type]
     written: list[bytes] = []
-    stream.write_now = lambda chunk: writes and (written.append(chunk) or True)
+    stream.deliver_now = fan_out(stream, lambda chunk: writes and (written.append(chunk) or True))
     return stream, written
 
 
@@ -101,7 +101,7 @@ def test_the_next_message_is_written_at_once_and_moves_the_cursor():
     stream, written = idle_stream(Cursor(4, 2))
     next_message = frame("message", Cursor(5, 2))
 
-    assert stream._deliver_now(ROOM, next_message) is True
+    assert stream.deliver_now(ROOM, next_message) is True
     assert written == [next_message]
     assert stream.sent == Cursor(5, 2)
 
@@ -109,7 +109,7 @@ def test_the_next_message_is_written_at_once_and_moves_the_cursor():
 def test_a_message_already_sent_is_dropped_without_writing():
     stream, written = idle_stream(Cursor(4, 2))
 
-    assert stream._deliver_now(ROOM, frame("message", Cursor(4, 2))) is True
+    assert stream.deliver_now(ROOM, frame("message", Cursor(4, 2))) is True
     assert written == []
 
 
@@ -125,7 +125,7 @@ def test_a_message_already_sent_is_dropped_without_writing():
 def test_a_frame_after_a_gap_goes_to_the_queue_unwritten(ahead: bytes):
     stream, written = idle_stream(Cursor(4, 2))
 
-    assert stream._deliver_now(ROOM, ahead) is False
+    assert stream.deliver_now(ROOM, ahead) is False
     assert written == []
     assert stream.sent == Cursor(4, 2)
 
@@ -134,7 +134,7 @@ def test_a_change_to_an_older_message_is_written_with_the_cursor_that_keeps_the_
     stream, written = idle_stream(Cursor(4, 2))
     edit = frame("edit", Cursor(2, 3))
 
-    assert stream._deliver_now(ROOM, edit) is True
+    assert stream.deliver_now(ROOM, edit) is True
     assert written == [edit + sse.cursor_frame(Cursor(4, 3))]
     assert stream.sent == Cursor(4, 3)
 
@@ -142,7 +142,7 @@ def test_a_change_to_an_older_message_is_written_with_the_cursor_that_keeps_the_
 def test_a_client_that_takes_nothing_more_leaves_the_frame_to_the_queue_and_the_cursor_alone():
     stream, _ = idle_stream(Cursor(4, 2), writes=False)
 
-    assert stream._deliver_now(ROOM, frame("message", Cursor(5, 2))) is False
+    assert stream.deliver_now(ROOM, frame("message", Cursor(5, 2))) is False
     assert stream.sent == Cursor(4, 2)
 
 
@@ -150,9 +150,9 @@ def test_signals_that_end_the_stream_are_queued_and_others_dropped():
     stream, written = idle_stream(Cursor(4, 2))
     own = user_channel(5)
 
-    assert stream._deliver_now(own, end_session_signal("session")) is False
-    assert stream._deliver_now(own, leave_room_signal(1)) is False
-    assert stream._deliver_now(own, room_state_signal(1)) is True
+    assert stream.deliver_now(own, end_session_signal("session")) is False
+    assert stream.deliver_now(own, leave_room_signal(1)) is False
+    assert stream.deliver_now(own, room_state_signal(1)) is True
     assert written == []
 
 
