@@ -32,6 +32,7 @@ from chat.models import size_text
 from chat.page_cache import PageCache
 from chat.presence import create_presence
 from chat.rate_limits import RateLimits
+from chat.router import SegmentRouter
 from chat.routes import routes
 from chat.settings import Settings
 from chat.storage import LocalMediaStorage
@@ -208,6 +209,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             DBAPIError: render_unavailable,
         },
     )
+    if settings.fast_paths:
+        app.router = SegmentRouter(app.router.routes, lifespan=lifespan)
     app.state.settings = settings
     app.state.routes_by_name = {route.name: route for route in reversed(app.routes)}
     app.state.templates = create_templates()
