@@ -6,7 +6,7 @@ import re
 import httpx
 from sqlalchemy import func, select
 
-from chat.models import AdminEvent, ApiToken, Message, Room
+from chat.models import AdminEvent, ApiToken, Membership, Message, Room, User
 from tests.support import open_stream
 from tests.test_admin import make_admin, user_named
 
@@ -204,3 +204,33 @@ async def test_deleting_a_room_closes_its_members_streams(visitors, database_url
         response = await root.post(f"/admin/rooms/{room_id}/delete", {"confirm": "delete"})
         assert response.status_code == 303
         assert await stream.closed()
+
+
+async def test_an_administrator_makes_someone_owner_of_a_room(people, app, settings):
+    root, alice, bob = await people("root"), await people("alice"), await people("bob")
+    await people("carol")
+    await make_admin(settings.database_url, "root")
+    room_id = await alice.create_room("team")
+    await bob.join(room_id)
+    for username in ("nobody", ""):
+        response = await root.post(f"/admin/rooms/{room_id}/owner", {"username": username})
+        assert response.status_code == 400
+    assert (await bob.post(f"/admin/rooms/{room_id}/owner", {"username": "bob"})).status_code == 404
+    for username in ("bob", "carol"):  # a member, and someone who joins as owner
+        response = await root.post(f"/admin/rooms/{room_id}/owner", {"username": username})
+        assert response.status_code == 303
+    topic = await bob.post(f"/rooms/{room_id}/settings/topic", {"topic": "bob's now"})
+    assert topic.status_code == 303
+    async with app.state.db() as db:
+        roles = dict(
+            (
+                await db.execute(
+                    select(User.username, Membership.role)
+                    .join(Membership, Membership.user_id == User.id)
+                    .where(Membership.room_id == room_id)
+                )
+            ).all()
+        )
+        events = [e.action for e in await AdminEvent.newest(db, 10)]
+    assert roles == {"alice": "owner", "bob": "owner", "carol": "owner"}
+    assert events == ["room_owner_made", "room_owner_made"]

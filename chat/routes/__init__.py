@@ -119,6 +119,12 @@ routes = [
         name="admin_delete_room",
     ),
     Route("/admin/rooms/{room_id:int}/delete", admin_rooms.delete, methods=["POST"]),
+    Route(
+        "/admin/rooms/{room_id:int}/owner",
+        admin_rooms.make_owner,
+        methods=["POST"],
+        name="admin_room_owner",
+    ),
     Route("/admin/signup", admin.set_signup_policy, methods=["POST"], name="admin_signup"),
     Route(
         "/admin/users/{user_id:int}/deactivate",

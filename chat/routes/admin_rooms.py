@@ -1,5 +1,6 @@
 """/admin/rooms: administrators find rooms (direct conversations apart), archive and
-unarchive them and delete them, after a confirmation page. As the rest of /admin:
+unarchive them, make someone an owner (Room.make_owner) and delete them, after a
+confirmation page. As the rest of /admin:
 404 to everyone else, and every action in the audit log."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat.broker import BrokerUnavailable, user_channel
 from chat.message_path import leave_room_signal
-from chat.models import MAX_ID, Membership, Message, Room, RoomKind
+from chat.models import MAX_ID, Membership, Message, Role, Room, RoomKind, User
 from chat.routes.admin import MAX_QUERY, admin_required, audit
 from chat.routes.forms import read_form
 from chat.routes.room_settings import set_archived
@@ -23,6 +24,7 @@ DONE = {
     "archived": "The room is archived.",
     "unarchived": "The room is unarchived.",
     "deleted": "The room is deleted, with its messages and files.",
+    "owner": "That account is now an owner of the room.",
 }
 
 
@@ -107,3 +109,19 @@ async def delete(request: Request) -> Response:
         request, "room_deleted", _described(room), f"{len(member_ids)} members", room_id=room.id
     )
     return _back(request, "deleted")
+
+
+@admin_required
+async def make_owner(request: Request) -> Response:
+    """Field `username`: that account becomes an owner of the room (joining it first
+    when it is not a member): the way to hand on a room whose owners are gone."""
+    room = await _target_room(request)
+    username = (await read_form(request)).get("username", "").strip()[:MAX_QUERY]
+    async with request.app.state.db() as db:
+        user = await User.by_username(db, username) if username else None
+        if user is None or not user.is_active:
+            raise HTTPException(400, f"There is no active account called “{username}”.")
+        if not await room.make_owner(db, user.id):
+            await room.add_member(db, user, Role.OWNER)
+    await audit(request, "room_owner_made", _described(room), user.username, room_id=room.id)
+    return _back(request, "owner")
