@@ -236,11 +236,58 @@
     keepResumePoint(event.target.closest("[sse-connect]"), event.detail.lastEventId);
     var empty = log() && log().querySelector("[data-empty]");
     if (empty) empty.remove();
-    if (log()) {
-      decorate(log());
-      if (event.target.dataset.stickToBottom === "yes") log().scrollTop = log().scrollHeight;
+    if (!log()) return;
+    decorate(log());
+    var message = document.getElementById("message-" + cursorOf(event.detail.lastEventId).seq);
+    var mine = message && message.dataset.author === document.body.dataset.viewer;
+    // At the bottom (or having just sent it), the newest stays in view; scrolled up
+    // to read, the reader keeps their place and is told what came below.
+    if (event.target.dataset.stickToBottom === "yes" || mine) scrollToNewest();
+    else if (message) countNewBelow(message);
+  });
+
+  // "N new messages ↓": messages that came while the reader was scrolled up.
+  var newBelow = [];
+  function newBelowButton() {
+    return document.querySelector("[data-new-below]");
+  }
+  function showNewBelow() {
+    var button = newBelowButton();
+    if (!button) return;
+    button.hidden = newBelow.length === 0;
+    button.textContent = newBelow.length === 1 ? "1 new message ↓" : newBelow.length + " new messages ↓";
+  }
+  function countNewBelow(message) {
+    newBelow.push(message);
+    showNewBelow();
+  }
+  function scrollToNewest() {
+    log().scrollTop = log().scrollHeight;
+    newBelow = [];
+    showNewBelow();
+  }
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest || !event.target.closest("[data-new-below]")) return;
+    var first = newBelow[0];
+    scrollToNewest();
+    // Keyboard readers go on from the first message they had not seen (↓ walks on).
+    if (first && document.body.contains(first)) {
+      setCurrent(first);
+      first.focus({ preventScroll: true });
+    } else {
+      log().focus({ preventScroll: true });
     }
   });
+  document.addEventListener(
+    "scroll",
+    function (event) {
+      if (event.target === log() && newBelow.length && nearBottom(log())) {
+        newBelow = [];
+        showNewBelow();
+      }
+    },
+    true
+  );
 
   // Edits, deletes and reactions: the message as it now stands replaces the one shown
   // (unless it is being edited here; saving brings the new state anyway).
@@ -322,12 +369,14 @@
       distanceFromBottom = log().scrollHeight - log().scrollTop;
     }
   });
-  document.addEventListener("htmx:afterSwap", function (event) {
-    if (!isOlderLink(event.detail.elt) || !log()) return;
-    if (distanceFromBottom !== null) log().scrollTop = log().scrollHeight - distanceFromBottom;
+  // An outerHTML swap reports each new element (not the link) as swapped: the first
+  // report after the link's swap puts the view back, once the whole page is in.
+  document.addEventListener("htmx:afterSwap", function () {
+    if (distanceFromBottom === null || !log()) return;
+    log().scrollTop = log().scrollHeight - distanceFromBottom;
     distanceFromBottom = null;
     if (!document.activeElement || document.activeElement === document.body) {
-      (log().querySelector(".older") || log()).focus();
+      (log().querySelector(".older") || log()).focus({ preventScroll: true });
     }
   });
 
@@ -581,11 +630,27 @@
     }
   });
 
+  // The room opens at the message a permalink names, else at the "New messages"
+  // divider when there are unread ones, else at the newest message.
+  function openAtPlace() {
+    var container = log();
+    if (!container) return;
+    var target = window.location.hash && document.getElementById(window.location.hash.slice(1));
+    if (target) {
+      target.scrollIntoView({ block: "center" });
+      return;
+    }
+    container.scrollTop = container.scrollHeight;
+    var divider = document.getElementById("new-messages");
+    if (divider) {
+      var above = divider.getBoundingClientRect().top - container.getBoundingClientRect().top;
+      container.scrollTop += Math.min(0, above - 8);
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     decorate(document);
     if (log()) setCurrent(currentMessage());
-    if (log()) log().scrollTop = log().scrollHeight;
-    var target = window.location.hash && document.getElementById(window.location.hash.slice(1));
-    if (target) target.scrollIntoView({ block: "center" });
+    openAtPlace();
   });
 })();

@@ -330,8 +330,6 @@
     showPermissionButtons();
     if (room) {
       markRead();
-      var divider = document.getElementById("new-messages");
-      if (divider && !window.location.hash) divider.scrollIntoView({ block: "start" });
     }
   });
 })();

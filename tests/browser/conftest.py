@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 
+from tests.browser.daily import daily_people, daily_server, visit  # noqa: F401 (fixtures)
 from tests.browser.support import WATCH_SCRIPT, Visitor
 from tests.support import LiveServer
 

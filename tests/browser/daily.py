@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
+import pytest_asyncio
 from playwright.async_api import Browser
 
-from tests.browser.conftest import VIEWPORT
 from tests.browser.support import NARROW, WATCH_SCRIPT, Visitor
 from tests.support import CSRF_META, PASSWORD, LiveServer
 
 PEOPLE = ("alice", "bob", "carol")
 HISTORY = 70  # messages in "general", more than one page (50)
-WIDE, PHONE = VIEWPORT, NARROW
+WIDE, PHONE = {"width": 1280, "height": 800}, NARROW
 
 
 class Seeder:
@@ -26,14 +27,18 @@ class Seeder:
     def __init__(self, url: str, username: str) -> None:
         self.client = httpx.Client(base_url=url, headers={"Origin": url}, timeout=30)
         self.username = username
+        self.token = ""
 
     def post(self, path: str, form: dict[str, str] | None = None) -> httpx.Response:
-        token = CSRF_META.search(self.client.get("/login", follow_redirects=True).text).group(1)
-        return self.client.post(path, data={"csrf_token": token, **(form or {})})
+        if not self.token:
+            page = self.client.get("/login", follow_redirects=True).text
+            self.token = CSRF_META.search(page).group(1)
+        return self.client.post(path, data={"csrf_token": self.token, **(form or {})})
 
     def sign_up(self) -> Seeder:
         response = self.post("/signup", {"username": self.username, "password": PASSWORD})
         assert response.status_code == 303, response.text
+        self.token = ""  # signing in gives a new CSRF secret
         return self
 
     def create_room(self, name: str, visibility: str = "public") -> int:
@@ -59,13 +64,22 @@ def start_server(migrated_sqlite: Path, directory: Path) -> LiveServer:
     return LiveServer(env, log_path=directory / "server.log").start()
 
 
+def room_of_three(
+    people: dict[str, Seeder], name: str, messages: int = 0, visibility: str = "public"
+) -> int:
+    """A room of alice's that bob and carol are in, with `messages` said in turn."""
+    room_id = people["alice"].create_room(name, visibility)
+    for other in ("bob", "carol"):
+        added = people["alice"].post(f"/rooms/{room_id}/members", {"username": other})
+        assert added.status_code == 303
+    for n in range(1, messages + 1):
+        people[PEOPLE[n % 3]].say(room_id, f"{name} message {n}")
+    return room_id
+
+
 def seeded(server: LiveServer) -> Iterator[dict[str, Seeder]]:
     people = {name: Seeder(server.url, name).sign_up() for name in PEOPLE}
-    general = people["alice"].create_room("general")
-    for name in ("bob", "carol"):
-        assert people[name].post(f"/rooms/{general}/join").status_code == 303
-    for n in range(1, HISTORY + 1):
-        people[PEOPLE[n % 3]].say(general, f"history message {n}")
+    room_of_three(people, "general", HISTORY)
     try:
         yield people
     finally:
@@ -108,3 +122,42 @@ async def sign_in(
 
 def room_id_of(url: str) -> int:
     return int(re.search(r"/rooms/([0-9]+)", url).group(1))
+
+
+# --- fixtures (made available to every browser test module by tests/browser/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def daily_server(
+    migrated_sqlite: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One server per test module."""
+    server = start_server(migrated_sqlite, tmp_path_factory.mktemp("daily"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def daily_people(daily_server: LiveServer) -> Iterator[dict[str, Seeder]]:
+    """alice, bob and carol, and their room "general" of HISTORY messages."""
+    yield from seeded(daily_server)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def visit(
+    browser: Browser, daily_server: LiveServer, daily_people: dict[str, Seeder]
+) -> AsyncIterator[Callable[..., Awaitable[Visitor]]]:
+    """visit("alice", viewport=PHONE, dark=True) → alice signed in, in a context of her
+    own, on the module's server. Any uncaught script error fails the test."""
+    visitors: list[Visitor] = []
+
+    async def open_as(username: str, **options: object) -> Visitor:
+        visitor = await sign_in(browser, daily_server, username, **options)
+        visitors.append(visitor)
+        return visitor
+
+    yield open_as
+    errors = [error for visitor in visitors for error in visitor.page.script_errors]
+    for visitor in visitors:
+        await visitor.page.context.close()
+    assert not errors, "\n\n".join(errors)

@@ -1,67 +1,22 @@
-"""The room page as people use it every day (issue 22), in Chromium at a desktop's
-1280x800 and a phone's 390x844, on one server per module with a room of 70 messages."""
+"""A room always keeps an owner; Leave and Remove ask first (issue 22), by keyboard, with
+and without JavaScript, at a desktop's 1280x800 and a phone's 390x844."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, expect
+from playwright.async_api import expect
 
-from tests.browser.daily import PHONE, WIDE, Seeder, seeded, sign_in, start_server
-from tests.browser.support import Visitor, focused, tab_to
-from tests.support import LiveServer
+from tests.browser.daily import PHONE, WIDE, room_of_three
+from tests.browser.support import focused, tab_to
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
 
-@pytest.fixture(scope="module")
-def server(migrated_sqlite, tmp_path_factory) -> Iterator[LiveServer]:
-    server = start_server(migrated_sqlite, tmp_path_factory.mktemp("daily"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def people(server: LiveServer) -> Iterator[dict[str, Seeder]]:
-    yield from seeded(server)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def visit(
-    browser: Browser, server: LiveServer, people: dict[str, Seeder]
-) -> AsyncIterator[Callable[..., Awaitable[Visitor]]]:
-    """visit("alice", viewport=PHONE, dark=True) → alice signed in, in a context of her own.
-    Any uncaught script error fails the test."""
-    visitors: list[Visitor] = []
-
-    async def open_as(username: str, **options: object) -> Visitor:
-        visitor = await sign_in(browser, server, username, **options)
-        visitors.append(visitor)
-        return visitor
-
-    yield open_as
-    errors = [error for visitor in visitors for error in visitor.page.script_errors]
-    for visitor in visitors:
-        await visitor.page.context.close()
-    assert not errors, "\n\n".join(errors)
-
-
-def room_with_three(people: dict[str, Seeder], name: str) -> int:
-    room_id = people["alice"].create_room(name, "private")
-    for other in ("bob", "carol"):
-        added = people["alice"].post(f"/rooms/{room_id}/members", {"username": other})
-        assert added.status_code == 303
-    return room_id
-
-
-# --- ownership: a room always keeps an owner; Leave and Remove ask first ----------------
-
-
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["desktop", "phone"])
-async def test_the_only_owner_is_told_to_make_someone_owner_then_may_leave(visit, people, viewport):
-    room_id = room_with_three(people, f"owners {viewport['width']}")
+async def test_the_only_owner_is_told_to_make_someone_owner_then_may_leave(
+    visit, daily_people, viewport
+):
+    room_id = room_of_three(daily_people, f"owners {viewport['width']}", visibility="private")
     alice = await visit("alice", viewport=viewport)
     page = alice.page
     await page.goto(f"/rooms/{room_id}")
@@ -92,8 +47,8 @@ async def test_the_only_owner_is_told_to_make_someone_owner_then_may_leave(visit
     assert (await page.goto(f"/rooms/{room_id}")).status == 404
 
 
-async def test_removing_a_member_asks_in_a_dialog_and_cancel_changes_nothing(visit, people):
-    room_id = room_with_three(people, "removals")
+async def test_removing_a_member_asks_in_a_dialog_and_cancel_changes_nothing(visit, daily_people):
+    room_id = room_of_three(daily_people, "removals", visibility="private")
     alice = await visit("alice")
     page = alice.page
     await page.goto(f"/rooms/{room_id}")
@@ -110,8 +65,8 @@ async def test_removing_a_member_asks_in_a_dialog_and_cancel_changes_nothing(vis
     await expect(page.locator(".members li", has_text="carol")).to_have_count(0)
 
 
-async def test_without_javascript_leave_and_remove_open_a_confirmation_page(visit, people):
-    room_id = room_with_three(people, "no script")
+async def test_without_javascript_leave_and_remove_open_a_confirmation_page(visit, daily_people):
+    room_id = room_of_three(daily_people, "no script", visibility="private")
     alice = await visit("alice", javascript=False)
     page = alice.page
     await page.goto(f"/rooms/{room_id}")

@@ -1,0 +1,97 @@
+"""Unread counts, the tab title, notifications and mention marking stay right after a
+room's messages were edited, reacted to and deleted (issue 22): the stream's ids are
+then `SEQ.CHANGE`, and every reader of them takes the message's seq from the SEQ part."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.browser.daily import room_of_three
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+# Notifications recorded instead of shown, permission granted; the tab's visibility is
+# the test's to set (a headless tab is always "visible").
+FAKE_NOTIFICATIONS = """
+window.__notifications = [];
+window.Notification = function (title, options) {
+  window.__notifications.push({ title: title, body: options && options.body });
+};
+window.Notification.permission = "granted";
+window.Notification.requestPermission = function () { return Promise.resolve("granted"); };
+window.__hidden = false;
+Object.defineProperty(Document.prototype, "hidden", {
+  get: function () { return window.__hidden; },
+});
+"""
+
+
+async def set_hidden(page: Page, hidden: bool) -> None:
+    await page.evaluate(
+        """(hidden) => {
+            window.__hidden = hidden;
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+async def test_after_edits_reactions_and_deletes_live_messages_are_read_marked_and_notified(
+    visit, daily_people
+):
+    alice = daily_people["alice"]
+    room_id = room_of_three(daily_people, "changes", 3)
+    bob = await visit("bob")
+    page = bob.page
+    await page.context.add_init_script(script=FAKE_NOTIFICATIONS)
+    await page.goto(f"/rooms/{room_id}")
+    await page.wait_for_function("document.querySelector('[sse-connect]') !== null")
+
+    # Changes: from now on every frame's id is SEQ.CHANGE.
+    assert alice.post(f"/rooms/{room_id}/messages/3", {"body": "edited, @bob"}).status_code < 400
+    assert alice.post(f"/rooms/{room_id}/messages/3/reactions", {"emoji": "👍"}).status_code < 400
+    assert alice.post(f"/rooms/{room_id}/messages/1/delete").status_code < 400
+    await expect(page.locator("#message-1")).to_contain_text("deleted")
+    # An edit that mentions the reader is marked as one.
+    await expect(page.locator("#message-3.mentions-me")).to_have_count(1)
+
+    # Seen live in a visible tab: read, so not counted unread on the rooms page.
+    alice.say(room_id, "seen as it came")
+    await expect(page.locator("#message-4")).to_be_visible()
+    await eventually(lambda: unread_on_index(page, room_id), None)
+
+    # In a hidden tab: counted in the title, notified once, marked as a mention.
+    await set_hidden(page, True)
+    alice.say(room_id, "@bob are you there?")
+    await expect(page.locator("#message-5.mentions-me")).to_have_count(1)
+    await expect(page).to_have_title("(1) changes · Chat")
+    await eventually(lambda: page.evaluate("window.__notifications.length"), 1)
+    note = (await page.evaluate("window.__notifications"))[0]
+    assert note["title"] == "alice in changes" and "are you there" in note["body"]
+    await expect(page.locator("#new-messages + #message-5")).to_have_count(1)
+
+    await set_hidden(page, False)
+    await expect(page).to_have_title("changes · Chat")
+    await eventually(lambda: unread_on_index(page, room_id), None)
+
+
+async def unread_on_index(page: Page, room_id: int) -> str | None:
+    """What the rooms page would say of the room: its data-unread, or None."""
+    html = await (await page.request.get("/")).text()
+    marker = f'data-room-id="{room_id}" data-unread="'
+    if marker not in html:
+        return None
+    return html.split(marker, 1)[1].split('"', 1)[0]
+
+
+async def eventually(read: Callable[[], Awaitable[object]], expected: object) -> None:
+    """Waits (up to 10 s) until read() gives `expected`: the read marker is sent a
+    moment after the message shows."""
+    for _ in range(100):
+        value = await read()
+        if value == expected:
+            return
+        await asyncio.sleep(0.1)
+    assert value == expected
