@@ -5,7 +5,9 @@ Who uses it: the session lookup with the room its path names (chat.auth.load_ses
 AuthSession.find), a room's lookup (chat.routes.rooms.find_room), a post's transaction
 (MessagePath.post, Message.post), and the reads of the room page, the history pages, the
 rooms index and the read marker (chat.routes.rooms, chat.routes.messages,
-chat.routes.live, chat.html_cache).
+chat.routes.live, chat.html_cache), and the page cache's stamp (chat.page_cache).
+`on_sqlite_connection` lends the SQLite connection itself, in turn, to the page cache
+and the write-ahead log's checkpoints (chat.wal_checkpoints).
 
 What it saves, each a cost paid per request on the one connection every request of an
 SQLite process queues for:
@@ -77,7 +79,7 @@ async def run_sync_work(
         with Session(_thread_engine(aiosqlite_connection), expire_on_commit=False) as db:
             return work(db)
 
-    return await on_sqlite_connection(engine, in_session)
+    return await _on_aiosqlite_connection(engine, in_session)
 
 
 async def run_prepared(
@@ -108,7 +110,7 @@ async def run_prepared(
             if connection.in_transaction:  # failed, or left a write uncommitted
                 connection.rollback()
 
-    return await on_sqlite_connection(engine, on_connection)
+    return await _on_aiosqlite_connection(engine, on_connection)
 
 
 async def _in_session(
@@ -124,7 +126,14 @@ async def _in_session(
         return await db.run_sync(work)
 
 
-async def on_sqlite_connection(engine: AsyncEngine, work: Callable[[Any], T]) -> T:
+async def on_sqlite_connection(engine: AsyncEngine, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work(sqlite3 connection)` on the SQLite engine's one connection, on its own
+    thread, in turn with the hot statements (chat.wal_checkpoints, chat.page_cache).
+    `work` ends any transaction it begins."""
+    return await _on_aiosqlite_connection(engine, lambda connection: work(connection._conn))
+
+
+async def _on_aiosqlite_connection(engine: AsyncEngine, work: Callable[[Any], T]) -> T:
     """`work(aiosqlite connection)` on that connection's own thread, with the
     connection checked out from the pool meanwhile, so nothing else uses it."""
     queue = _SQLITE_QUEUES.get(engine)

@@ -2,7 +2,7 @@
 
 What it saves: a room page reads its messages, members and the reader's room list
 and renders some 90 KB of HTML around them; the sidebar, search and history pages
-do the same on a smaller scale. Served again, a page costs one trip to the database
+do the same on a smaller scale. Served again, a page costs one hop to the database
 for its *stamp* (below) and joining the kept pieces. `chat bench http` and the
 in-process measurements behind it are in docs/performance.md; the figures for each
 change are in the commit messages that made it.
@@ -15,7 +15,7 @@ How it stays right:
   the room (`find_room`: 404 for a room the reader may not see), so authorization is
   what it is without the cache; a page is never served to anyone but its reader.
 - **Fresh.** Each entry carries its stamp: the values the page is made of, read from
-  the database on every request, in one trip: the reader's memberships with their
+  the database on every request, in one hop: the reader's memberships with their
   rooms' message and change counters, names and kinds (the room list and its unread
   counts) and whether they are an administrator; for a room page also that room's
   counters and its members with their roles, and who of
@@ -47,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chat.hot_statements import Prepared, PreparedRunner, on_sqlite_connection, run_prepared
+from chat.htmx import is_history_restore, is_htmx
 from chat.models import Membership, Room, User
 
 # A room page is about 90 KB: a few hundred busy readers' recent pages per process.
@@ -175,8 +176,8 @@ class PageCache:
             request.url.path,
             request.scope["query_string"],
             request.headers.get("host"),
-            "hx-request" in request.headers,
-            "hx-history-restore-request" in request.headers,
+            is_htmx(request),
+            is_history_restore(request),
         )
         stamp = await _stamp(request, user.id, shows, self._sqlite_stamps)
         token = request.state.csrf_token.encode()
@@ -231,11 +232,11 @@ def _as_stamped(room: Room | None, stamp: Any) -> bool:
     )
 
 
-def _read_stamp(trip: PreparedRunner, viewer: int, shows: Shows) -> tuple[Any, ...]:
+def _read_stamp(statements: PreparedRunner, viewer: int, shows: Shows) -> tuple[Any, ...]:
     return (
-        trip.first(_READER, {"viewer": viewer}),
-        None if shows.room is None else trip.first(_ROOM, {"room": shows.room.id}),
-        None if shows.public is None else trip.first(shows.public, {}),
+        statements.first(_READER, {"viewer": viewer}),
+        None if shows.room is None else statements.first(_ROOM, {"room": shows.room.id}),
+        None if shows.public is None else statements.first(shows.public, {}),
     )
 
 
@@ -262,15 +263,14 @@ class _SqliteStamps:
         key = (viewer, shows.room and shows.room.id, shows.public)
         known = self._known
 
-        def work(aiosqlite_connection: Any) -> tuple[Any, tuple[int, int], Any, bool]:
-            connection: sqlite3.Connection = aiosqlite_connection._conn
+        def work(connection: sqlite3.Connection) -> tuple[Any, tuple[int, int], Any, bool]:
             try:
                 (data_version,) = connection.execute("PRAGMA data_version").fetchone()
                 version = (data_version, connection.total_changes)
                 if known[0] is connection and known[1] == version and key in known[2]:
                     return connection, version, known[2][key], True
-                trip = PreparedRunner.on_sqlite(connection, engine.dialect)
-                return connection, version, _read_stamp(trip, viewer, shows), False
+                statements = PreparedRunner.on_sqlite(connection, engine.dialect)
+                return connection, version, _read_stamp(statements, viewer, shows), False
             finally:
                 if connection.in_transaction:
                     connection.rollback()
@@ -295,7 +295,7 @@ async def _stamp(
         reader, room, public = await sqlite_stamps.read(engine, viewer, shows)
     else:
         reader, room, public = await run_prepared(
-            state.db, lambda trip: _read_stamp(trip, viewer, shows), autocommit=True
+            state.db, lambda statements: _read_stamp(statements, viewer, shows), autocommit=True
         )
     live: tuple[Any, ...] = ()
     member_ids = None if room is None else room[len(_ROOM_COLUMNS)]

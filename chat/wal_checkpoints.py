@@ -66,7 +66,7 @@ class WalCheckpoints:
         outcome = await asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
         _, logged, _ = outcome
         if logged > LOG_LIMIT_FRAMES:
-            await on_sqlite_connection(self._engine, lambda connection: _passive(connection._conn))
+            await on_sqlite_connection(self._engine, _passive)
         return outcome
 
     def _checkpoint(self) -> tuple[int, int, int]:

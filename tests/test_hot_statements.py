@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event, inspect, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from chat.db import FAST_PATHS
+from chat.db import FAST_PATHS, create_engine, create_sessionmaker
 from chat.hot_statements import run_prepared, run_sync_work
 from chat.models import AuthSession, Membership, Message, Room, User
 from chat.models.messages import _BUMP_SEQ
@@ -142,13 +142,17 @@ async def test_cancelled_work_gives_its_connection_back_and_the_next_request_run
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.usefixtures("engine")  # the database's tables
 async def test_work_that_comes_while_other_work_is_under_way_goes_with_it_each_its_outcome(
-    app,
+    settings,
 ):
     """SQLite: the work that queues behind work under way takes one checkout and one hop
     between them, in the order they came; one that fails fails alone, and one whose
-    request went away before its turn never runs."""
-    pool = app.state.db.kw["bind"].sync_engine.pool
+    request went away before its turn never runs. (An engine of its own: an app's
+    background tasks would check its connection out too.)"""
+    engine = create_engine(settings.database_url)
+    sessions = create_sessionmaker(engine)
+    pool = engine.sync_engine.pool
     checkouts = []
     event.listen(pool, "checkout", lambda *_: checkouts.append(1))
     on_thread, release = threading.Event(), threading.Event()
@@ -168,10 +172,10 @@ async def test_work_that_comes_while_other_work_is_under_way_goes_with_it_each_i
 
         return work
 
-    under_way = asyncio.create_task(run_prepared(sessions_for(app), first))
+    under_way = asyncio.create_task(run_prepared(sessions, first))
     await asyncio.to_thread(on_thread.wait, 5)
     queued = {
-        name: asyncio.create_task(run_prepared(sessions_for(app), records(name)))
+        name: asyncio.create_task(run_prepared(sessions, records(name)))
         for name in ("second", "fails", "gone", "last")
     }
     await asyncio.sleep(0.05)  # every one of them is waiting now
@@ -188,5 +192,6 @@ async def test_work_that_comes_while_other_work_is_under_way_goes_with_it_each_i
     assert ran == ["second", "fails", "last"]
     assert len(checkouts) == 2
     # And work after them goes at once, on its own.
-    assert await run_prepared(sessions_for(app), lambda statements: "alone") == "alone"
+    assert await run_prepared(sessions, lambda statements: "alone") == "alone"
     assert len(checkouts) == 3 and pool.checkedout() == 0
+    await engine.dispose()
