@@ -22,6 +22,7 @@ from chat.routes.rooms import find_membership, room_page
 
 log = structlog.get_logger("chat.rooms")
 
+NOT_A_MEMBER = "That person is not a member of this room."
 LAST_OWNER = (
     "You are the only owner of {room}: make someone else owner (in the member list)"
     " before you leave."
@@ -110,7 +111,7 @@ async def _other_member(request: Request, room: Room, membership: Membership) ->
                 .where(Membership.room_id == room.id, User.id == user_id)
             )
     if user is None:
-        raise HTTPException(404, "That person is not a member of this room.")
+        raise HTTPException(404, NOT_A_MEMBER)
     return user
 
 
@@ -136,7 +137,7 @@ async def make_owner(request: Request) -> Response:
     user = await _other_member(request, room, membership)
     async with request.app.state.db() as db:
         if not await room.make_owner(db, user.id):
-            raise HTTPException(404, "That person is not a member of this room.")
+            raise HTTPException(404, NOT_A_MEMBER)
     log.info("room.owner_made", user_id=user.id, by_user_id=membership.user_id)
     return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
 
@@ -167,6 +168,6 @@ async def remove_member(request: Request) -> Response:
     except LastOwner:  # another owner left meanwhile: this one is all the room has
         raise HTTPException(409, "A room always keeps an owner.") from None
     if not removed:
-        raise HTTPException(404, "That person is not a member of this room.")
+        raise HTTPException(404, NOT_A_MEMBER)
     log.info("room.member_removed", user_id=user_id, by_user_id=membership.user_id)
     return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
