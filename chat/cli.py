@@ -1,4 +1,5 @@
-"""`chat serve | db upgrade | create-user | admin | seed | bench`.
+"""`chat serve | db upgrade | create-user | admin | export | import | backup | restore |
+seed | bench`.
 
 `seed` and `bench` belong to the benchmark package beside this one (bench/), imported
 only when one of them is asked for."""
@@ -220,6 +221,93 @@ def create_token(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _export(room_id: int | None, output) -> int:
+    from chat.db import create_engine
+    from chat.export import export_lines
+
+    engine = create_engine(Settings.from_env().database_url)
+    count = 0
+    # One transaction: on PostgreSQL a snapshot of one moment while the server writes
+    # on (SQLite's read transaction is one already), and its cursors need one.
+    snapshot = {} if engine.dialect.name == "sqlite" else {"isolation_level": "REPEATABLE READ"}
+    try:
+        async with engine.execution_options(**snapshot).connect() as connection:
+            await connection.begin()
+            async for line in export_lines(connection, room_id):
+                output.write(line + "\n")
+                count += 1
+                if count % 10_000 == 0:
+                    print(f"\rchat export: {count:,} rows", end="", file=sys.stderr, flush=True)
+    finally:
+        await engine.dispose()
+    print(f"\rchat export: {count - 1:,} rows written", file=sys.stderr)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    if args.output in (None, "-"):
+        return asyncio.run(_export(args.room, sys.stdout))
+    with open(args.output, "w", encoding="utf-8", newline="\n") as output:
+        return asyncio.run(_export(args.room, output))
+
+
+async def _import(lines) -> int:
+    from chat.db import create_engine
+    from chat.export import NotAnExport, import_lines, is_empty
+
+    engine = create_engine(Settings.from_env().database_url)
+    # A transaction (PostgreSQL's connections otherwise rest in autocommit): a bad line
+    # rolls every row back.
+    transaction = {} if engine.dialect.name == "sqlite" else {"isolation_level": "READ COMMITTED"}
+    try:
+        async with engine.execution_options(**transaction).begin() as connection:
+            if not await is_empty(connection):
+                print(
+                    "chat import: the database is not empty; import into a new one"
+                    " (made by chat db upgrade).",
+                    file=sys.stderr,
+                )
+                return 1
+            try:
+                count = await import_lines(
+                    connection,
+                    lines,
+                    lambda n: print(
+                        f"\rchat import: {n:,} rows", end="", file=sys.stderr, flush=True
+                    ),
+                )
+            except NotAnExport as exc:
+                print(f"\nchat import: nothing imported: {exc}", file=sys.stderr)
+                await connection.rollback()
+                return 1
+    finally:
+        await engine.dispose()
+    print(f"\rchat import: {count:,} rows imported", file=sys.stderr)
+    return 0
+
+
+def import_(args: argparse.Namespace) -> int:
+    if args.input in (None, "-"):
+        return asyncio.run(_import(line.rstrip("\n") for line in sys.stdin))
+    with open(args.input, encoding="utf-8") as lines:
+        return asyncio.run(_import(line.rstrip("\n") for line in lines))
+
+
+def backup_command(args: argparse.Namespace) -> int:
+    from chat.backup import BackupRefused, backup, restore
+
+    settings = Settings.from_env()
+    try:
+        if args.command == "backup":
+            backup(settings, Path(args.path), print)
+        else:
+            restore(settings, Path(args.path), print, args.replace)
+    except BackupRefused as exc:
+        print(f"chat {args.command}: {exc}; nothing was changed.", file=sys.stderr)
+        return 1
+    return 0
+
+
 def db_upgrade(_args: argparse.Namespace) -> int:
     upgrade_database(Settings.from_env().database_url)
     return 0
@@ -268,6 +356,24 @@ def main(argv: list[str] | None = None) -> None:
     admin_parser.add_argument("action", choices=["grant", "revoke"])
     admin_parser.add_argument("username")
     admin_parser.set_defaults(run=admin)
+
+    export_parser = commands.add_parser("export", help="write the instance (or a room) as NDJSON")
+    export_parser.add_argument("--room", type=int, help="only this room (by id)")
+    export_parser.add_argument("--output", help="the file to write (default: standard output)")
+    export_parser.set_defaults(run=export)
+
+    import_parser = commands.add_parser("import", help="read an export into an empty database")
+    import_parser.add_argument("input", nargs="?", help="the file (default: standard input)")
+    import_parser.set_defaults(run=import_)
+
+    backup_parser = commands.add_parser("backup", help="copy the database and media, live")
+    backup_parser.add_argument("path", help="a new (or empty) directory")
+    backup_parser.set_defaults(run=backup_command)
+
+    restore_parser = commands.add_parser("restore", help="put a backup back (server stopped)")
+    restore_parser.add_argument("path", help="the backup's directory")
+    restore_parser.add_argument("--replace", action="store_true", help="overwrite the database")
+    restore_parser.set_defaults(run=backup_command)
 
     # Named in the help; parsed and run by bench/, imported only when asked for.
     commands.add_parser("seed", help="fill a database with realistic chat history", add_help=False)

@@ -182,6 +182,12 @@ routes = [
     ),
     Route("/invites/{token}", invites.show, methods=["GET"], name="invite"),
     Route("/invites/{token}", invites.accept, methods=["POST"]),
+    Route(
+        "/rooms/{room_id:int}/export",
+        room_settings.export_room,
+        methods=["GET"],
+        name="export_room",
+    ),
     Route("/rooms/{room_id:int}/mute", room_settings.mute, methods=["POST"], name="mute_room"),
     Route("/rooms/{room_id:int}/join", rooms.join, methods=["POST"], name="join_room"),
     Route(

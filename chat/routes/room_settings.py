@@ -1,17 +1,20 @@
-"""A room's settings page: its members mute it (and, later, export it); its owners
+"""A room's settings page: its members mute it and download its export; its owners
 rename it, give it a topic, make invite links (chat/routes/invites.py), archive and
 unarchive it. Also "mark all as read" for
 every room of the viewer's. Each section is a partial (templates/room_settings/_*.html)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from chat.auth import login_required
 from chat.broker import BrokerUnavailable, user_channel
+from chat.export import export_lines
 from chat.message_path import room_state_signal
 from chat.models import Invite, Membership, Room
 from chat.room_names import (
@@ -192,6 +195,29 @@ async def mark_all_read(request: Request) -> Response:
     for room_id in moved:
         await room_state_changed(request, Membership(user_id=user_id, room_id=room_id))
     return RedirectResponse(request.url_for("index"), status_code=303)
+
+
+@login_required
+async def export_room(request: Request) -> Response:
+    """The room as NDJSON (chat/export.py), for its members: streamed as it is read."""
+    room, _ = await find_membership(request)
+    db = request.app.state.db
+
+    async def lines() -> AsyncIterator[bytes]:
+        async with db() as session:
+            connection = await session.connection()
+            async for line in export_lines(connection, room.id):
+                yield (line + "\n").encode()
+
+    log.info("room.exported", room_id=room.id, user_id=request.state.user.id)
+    return StreamingResponse(
+        lines(),
+        media_type="application/x-ndjson",
+        headers={
+            "Content-Disposition": f'attachment; filename="room-{room.id}.ndjson"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @login_required
