@@ -20,9 +20,9 @@ from starlette.responses import Response
 
 from chat import rate_limits
 from chat.api.errors import ApiError
-from chat.models import ApiToken, Membership, Room, User
+from chat.models import MAX_ID, ApiToken, Membership, Room, User
 from chat.models.tokens import TOKEN_PREFIX
-from chat.routes.rooms import MAX_ID
+from chat.sse import Cursor
 
 # What the pages' tokens look like (chat.models.tokens.new_secret): anything else is
 # refused without asking the database.
@@ -122,6 +122,31 @@ async def writable_room(request: Request) -> tuple[Room, Membership]:
     if room.is_archived:
         raise ApiError(409, "archived", "This room is archived: it is read-only.")
     return room, membership
+
+
+MAX_DIGITS = len(str(MAX_ID))
+
+
+def query_number(request: Request, name: str) -> int | None:
+    """A whole number from the query string (ASCII digits, within the columns' range)."""
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_DIGITS):
+        raise ApiError(400, "bad_request", f"{name} must be a whole number.")
+    if int(value) > MAX_ID:
+        raise ApiError(400, "bad_request", f"{name} is out of range.")
+    return int(value)
+
+
+def cursor(value: str | None, name: str) -> Cursor | None:
+    """A stream cursor (`42` or `42.7`) from a header or the query string."""
+    if value is None or value == "":
+        return None
+    parsed = Cursor.parse(value)
+    if parsed is None or max(parsed) > MAX_ID:
+        raise ApiError(400, "bad_request", f"{name} must be a message cursor such as 42 or 42.7.")
+    return parsed
 
 
 def viewer(request: Request) -> User:

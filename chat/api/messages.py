@@ -17,6 +17,7 @@ from chat.api.auth import (
     field,
     json_body,
     path_number,
+    query_number,
     viewer,
     visible_room,
     writable_room,
@@ -24,7 +25,6 @@ from chat.api.auth import (
 from chat.api.errors import ApiError
 from chat.message_path import InvalidMessage, clean_emoji
 from chat.models import Message, MessageGone, NotYours, Room, RoomKind
-from chat.routes.rooms import int_param
 
 MAX_PAGE = 100
 
@@ -123,10 +123,9 @@ async def list_messages(request: Request) -> Response:
     `has_more` says whether another page lies beyond in the direction asked (older for
     `before` or none, newer for `after`)."""
     room, _ = await visible_room(request)
-    params = request.query_params
-    before = int_param(params.get("before"), "before")
-    after = int_param(params.get("after"), "after")
-    limit = int_param(params.get("limit"), "limit")
+    before = query_number(request, "before")
+    after = query_number(request, "after")
+    limit = query_number(request, "limit")
     limit = 50 if limit is None else limit
     if not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "bad_request", f"limit is 1 to {MAX_PAGE}.")

@@ -7,10 +7,9 @@ import re
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chat.api.auth import api_route, viewer
+from chat.api.auth import api_route, query_number, viewer
 from chat.api.errors import ApiError
 from chat.api.messages import permalink
-from chat.routes.rooms import int_param
 from chat.search import MAX_QUERY_CHARS, parse, search
 
 # As on the search page: control characters are never part of a word.
@@ -25,7 +24,7 @@ async def search_messages(request: Request) -> Response:
     text = _CONTROL_CHARACTERS.sub(" ", request.query_params.get("q", "")).strip()
     if len(text) > MAX_QUERY_CHARS:
         raise ApiError(400, "bad_request", f"q is at most {MAX_QUERY_CHARS} characters.")
-    before = int_param(request.query_params.get("before"), "before")
+    before = query_number(request, "before")
     token = request.state.token
     async with request.app.state.db() as db:
         results = await search(db, viewer(request), parse(text), before_id=before)

@@ -18,17 +18,16 @@ import json
 from collections.abc import AsyncIterator, Callable
 
 import structlog
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from chat import rate_limits, sse
-from chat.api.auth import api_route, visible_room
+from chat.api.auth import api_route, cursor, visible_room
+from chat.api.errors import ApiError
 from chat.api.messages import message_data, room_url
 from chat.broker import SubscriptionOverflow, room_channel, user_channel
 from chat.message_path import REPLAY_BATCH, end_session_signal, leave_room_signal
 from chat.models import Message, Room
-from chat.routes.events import cursor_param
 from chat.sse import Cursor
 
 log = structlog.get_logger("chat.api.stream")
@@ -137,10 +136,10 @@ async def stream(request: Request) -> Response:
     token = request.state.token
     await rate_limits.check_streams(request, token.user_id)
     try:
-        header = cursor_param(request.headers.get("last-event-id"), "Last-Event-ID")
-    except HTTPException:
+        header = cursor(request.headers.get("last-event-id"), "Last-Event-ID")
+    except ApiError:
         header = None  # as for browsers: a stale or foreign header must not break resuming
-    query = cursor_param(request.query_params.get("after"), "after")
+    query = cursor(request.query_params.get("after"), "after")
     claims = [claim for claim in (header, query) if claim is not None] or [Cursor(0)]
     after = Cursor(max(claim.seq for claim in claims), min(claim.change for claim in claims))
     return request.app.state.streams.response(
