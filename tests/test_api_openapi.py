@@ -112,7 +112,7 @@ def test_the_description_is_openapi_3_1_and_names_every_api_route(live_server):
     served = {
         (method, route.path.replace(":int", ""))
         for route in routes
-        if route.name != "api_openapi"
+        if route.name != "api_openapi" and route.path.startswith("/api/v1/")
         for method in route.methods - {"HEAD"}
     }
     assert served == described
