@@ -17,12 +17,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat.api.errors import is_machine_path
 from chat.hot_statements import run_prepared
+from chat.htmx import is_htmx
 from chat.http_guards import client_address
 from chat.models import MAX_ID, AuthSession, User, utcnow
 from chat.multipart import PART_END, MalformedForm, MultipartReader, Part, is_multipart
@@ -215,12 +217,20 @@ async def load_session(request: Request) -> AuthSession | None:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+SIGNED_OUT = "You were signed out. Log in again to go on."
+
+
 def login_required(handler: Handler) -> Handler:
-    """Anonymous requests go to the login page (303); the user is on request.state.user."""
+    """Anonymous requests go to the login page (303); the user is on request.state.user.
+    An htmx request gets 401 instead: following the redirect would swap a whole login
+    page into the part of the page that asked (static/app.js says "You were signed out"
+    and keeps what was typed)."""
 
     @functools.wraps(handler)
     async def wrapper(request: Request) -> Response:
         if await load_session(request) is None:
+            if is_htmx(request):
+                raise HTTPException(401, SIGNED_OUT)
             return RedirectResponse(request.url_for("login"), status_code=303)
         return await handler(request)
 

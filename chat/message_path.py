@@ -93,6 +93,11 @@ def leave_room_signal(room_id: int) -> bytes:
     return f"leave-room:{room_id}".encode()
 
 
+# The last frame of a room stream that a signal ended (static/app.js shows a banner).
+ENDED_REMOVED = sse.encode("ended", "removed")
+ENDED_SIGNED_OUT = sse.encode("ended", "signed-out")
+
+
 def end_session_signal(session_id: str) -> bytes:
     return f"end-session:{session_id}".encode()
 
@@ -450,6 +455,13 @@ class RoomStream:
                     return
                 if channel == own:
                     if self.ends(payload):
+                        # Said before the stream ends, so that the page tells its reader
+                        # why instead of reconnecting for ever.
+                        yield (
+                            ENDED_SIGNED_OUT
+                            if payload.startswith(b"end-session:")
+                            else ENDED_REMOVED
+                        )
                         return
                     continue
                 cursor = sse.cursor_of(payload)

@@ -112,6 +112,8 @@ async def test_leaving_the_room_ends_that_users_open_streams(visitors):
         await alice.say(room_id, "before bob leaves")
         await bob_tab.messages(1)
         await bob.post(f"/rooms/{room_id}/leave")
+        # The stream says why before it ends, so the page does not reconnect for ever.
+        assert (await bob_tab.next_of("ended")).data == "removed"
         assert await bob_tab.closed()
         await alice.say(room_id, "after bob left")
         assert [e.seq for e in await alice_tab.messages(2)] == [1, 2]
@@ -127,7 +129,9 @@ async def test_removed_member_and_logged_out_user_lose_their_streams(visitors):
         await bob_tab.messages(1)
         await carol_tab.messages(1)
         await alice.post(f"/rooms/{room_id}/members/2/remove")  # bob
+        assert (await bob_tab.next_of("ended")).data == "removed"
         assert await bob_tab.closed()
         await carol.post("/logout")
+        assert (await carol_tab.next_of("ended")).data == "signed-out"
         assert await carol_tab.closed()
     assert (await bob.client.get(url)).status_code == 404

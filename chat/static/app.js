@@ -83,6 +83,7 @@
   }
   document.addEventListener("htmx:beforeRequest", function (event) {
     if (event.target.id !== "composer") return;
+    keepDraft(event.target);
     event.target.elements.body.value = "";
     if (event.target.elements.files) event.target.elements.files.value = "";
     sending = true;
@@ -92,6 +93,155 @@
       if (!settling) readyToSend();
     });
   });
+  // --- Errors never replace content. A refusal answered with the same element again
+  // (the composer or an edit form with its error and the text) is swapped in; any other
+  // error is said next to what it concerns and nothing is replaced. 401: the session
+  // ended (htmx requests get it instead of the login page). -------------------------
+  var sentDraft = null;
+  function keepDraft(form) {
+    var files = new DataTransfer();
+    if (form.elements.files) {
+      Array.prototype.forEach.call(form.elements.files.files, function (file) { files.items.add(file); });
+    }
+    sentDraft = { body: form.elements.body.value, files: files.files };
+  }
+  // A message that was not sent comes back into the composer, unless something new
+  // was typed meanwhile (or the answer brought it back already).
+  function restoreDraft() {
+    var form = document.getElementById("composer");
+    if (!form || !sentDraft) return;
+    if (form.elements.body.value === "") form.elements.body.value = sentDraft.body;
+    var input = form.elements.files;
+    if (input && !input.files.length && sentDraft.files.length) input.files = sentDraft.files;
+    sentDraft = null;
+  }
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.elt.id === "composer" && !event.detail.successful) restoreDraft();
+  });
+  document.addEventListener("htmx:sendError", function (event) {
+    if (event.detail.elt.id === "composer") restoreDraft();
+  });
+
+  var errorCount = 0;
+  function showInlineError(element, text) {
+    if (!element || !document.body.contains(element)) {
+      document.getElementById("flash").textContent = text;
+      return;
+    }
+    var form = element.closest("form");
+    var anchor = form || element;
+    var error = form ? form.querySelector(".inline-error") : anchor.nextElementSibling;
+    if (!error || !error.classList.contains("inline-error")) {
+      error = document.createElement("p");
+      error.className = "error inline-error";
+      error.setAttribute("role", "alert");
+      error.id = "inline-error-" + (errorCount += 1);
+      if (form) form.appendChild(error);
+      else anchor.after(error);
+    }
+    error.textContent = text;
+    var field = form && form.querySelector("input:not([type=hidden]), textarea");
+    if (field) {
+      field.setAttribute("aria-invalid", "true");
+      field.setAttribute("aria-describedby", error.id);
+    }
+  }
+  function clearInlineError(element) {
+    var form = element.closest && element.closest("form");
+    var error = form ? form.querySelector(".inline-error") : element.nextElementSibling;
+    if (error && error.classList.contains("inline-error")) error.remove();
+    var field = form && form.querySelector("[aria-invalid][aria-describedby^=inline-error-]");
+    if (field) {
+      field.removeAttribute("aria-invalid");
+      field.removeAttribute("aria-describedby");
+    }
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    clearInlineError(event.detail.elt);
+  });
+  function errorText(xhr) {
+    var template = document.createElement("template");
+    template.innerHTML = xhr.responseText || "";
+    var text = template.content.textContent.replace(/\s+/g, " ").trim();
+    return text && text.length < 300 ? text : "That did not work (" + xhr.status + "). Please try again.";
+  }
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (!xhr || xhr.status < 400) return;
+    if (xhr.status === 401) {
+      event.detail.shouldSwap = false;
+      signedOut();
+      return;
+    }
+    var template = document.createElement("template");
+    template.innerHTML = (xhr.responseText || "").trim();
+    var fresh = template.content.firstElementChild;
+    var target = event.detail.target;
+    if (fresh && target && fresh.id && fresh.id === target.id) return;
+    event.detail.shouldSwap = false;
+    if (xhr.status < 500) showInlineError(event.detail.requestConfig.elt, errorText(xhr));
+  });
+
+  // --- Banners: the session or the membership ended (said by the room's stream, or
+  // found out when its reconnecting fails). The page stays as it was; the way on is a link.
+  var liveSource = null;
+  function banner(text, linkText, href) {
+    var flash = document.getElementById("flash");
+    if (!flash) return;
+    flash.textContent = text + " ";
+    var link = document.createElement("a");
+    link.href = href;
+    link.textContent = linkText;
+    flash.appendChild(link);
+  }
+  function stopLive() {
+    if (liveSource) liveSource.close();
+    var status = document.getElementById("live-status");
+    if (status) status.textContent = "";
+  }
+  var ended = false;
+  function signedOut() {
+    if (ended) return;
+    ended = true;
+    stopLive();
+    var flash = document.getElementById("flash");
+    var next = window.location.pathname + window.location.search;
+    banner("You were signed out.", "Log in again", flash.dataset.loginUrl + "?next=" + encodeURIComponent(next));
+  }
+  function removed() {
+    if (ended) return;
+    ended = true;
+    stopLive();
+    banner("You were removed from this room.", "Back to your rooms", document.getElementById("flash").dataset.indexUrl);
+  }
+  document.addEventListener("htmx:sseOpen", function (event) {
+    liveSource = event.detail.source;
+    if (!liveSource || liveSource.chatEnded) return;
+    liveSource.chatEnded = true;
+    liveSource.addEventListener("ended", function (frame) {
+      if (frame.data === "signed-out") signedOut();
+      else removed();
+    });
+  });
+  // A stream that keeps failing may have been ended while this tab was away (offline,
+  // asleep): asked once in a while, the stream's own answer says why.
+  var lastProbe = 0;
+  document.addEventListener("htmx:sseError", function (event) {
+    var frame = event.target.closest && event.target.closest("[sse-connect]");
+    if (ended || !frame || Date.now() - lastProbe < 10000) return;
+    lastProbe = Date.now();
+    var stop = new AbortController();
+    fetch(frame.getAttribute("sse-connect"), {
+      credentials: "same-origin",
+      headers: { "HX-Request": "true" },
+      signal: stop.signal,
+    }).then(function (response) {
+      stop.abort();
+      if (response.status === 401) signedOut();
+      else if (response.status === 403 || response.status === 404) removed();
+    }).catch(function () {});
+  });
+
   document.addEventListener("htmx:beforeSwap", function (event) {
     var form = event.detail.elt;
     if (form.id !== "composer") return;
@@ -388,6 +538,7 @@
     if (status && status.textContent !== text) status.textContent = text;
   }
   document.addEventListener("htmx:sseError", function () {
+    if (ended) return;
     streamLost = true;
     setLiveStatus("Connection lost. Reconnecting…");
   });

@@ -262,11 +262,16 @@
       markRead();
     });
 
-    // Typing notices only while there is text (hx-trigger cannot filter without eval).
-    document.addEventListener("htmx:beforeRequest", function (event) {
-      if (event.target.id === "composer-body" && event.target.value.trim() === "") {
-        event.preventDefault();
-      }
+    // Typing notices while there is text, one every 2 s at most. The time is kept here,
+    // not on the textarea: each sent message brings a fresh composer, and a throttle of
+    // its own pinged at once, within the server's one a second (429).
+    var lastTypingNotice = 0;
+    document.addEventListener("input", function (event) {
+      var field = event.target;
+      if (field.id !== "composer-body" || !field.dataset.typingUrl) return;
+      if (field.value.trim() === "" || Date.now() - lastTypingNotice < 2000) return;
+      lastTypingNotice = Date.now();
+      post(field.dataset.typingUrl, {}).catch(function () {});
     });
   }
 
