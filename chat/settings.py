@@ -147,6 +147,8 @@ class Settings:
     signup: str = ""
     # How long an administrator's password-reset link works.
     password_reset_hours: float = 24.0
+    # A deleted account's username cannot be signed up with for this long.
+    username_reserved_days: float = 30.0
     # False serves the plain paths instead of the measured fast ones (chat.hot_statements,
     # chat.html_cache, chat.streams): the same answers, for comparing the two.
     fast_paths: bool = True
@@ -211,6 +213,9 @@ class Settings:
             public_url=env.get("CHAT_PUBLIC_URL", cls.public_url),
             signup=get("CHAT_SIGNUP", cls.signup, _signup_policy),
             password_reset_hours=get("CHAT_PASSWORD_RESET_HOURS", cls.password_reset_hours, float),
+            username_reserved_days=get(
+                "CHAT_USERNAME_RESERVED_DAYS", cls.username_reserved_days, float
+            ),
             fast_paths=flag("CHAT_FAST_PATHS", cls.fast_paths),
         )
 

@@ -154,6 +154,44 @@ class Message(Base):
         return Quote(original.author_name, original.excerpt, original.changed)
 
     @classmethod
+    async def forget_author(cls, db: AsyncSession, user_id: int, *, remove_text: bool) -> list[str]:
+        """The account `user_id` is deleted: its messages stay, by "deleted user" (no
+        author), with their text kept or removed. Each room's change counter moves on
+        once and its messages take that number, as an edit does: cached renderings and
+        kept pages are of an older version then. The storage keys of the files removed
+        with the text, for the caller to delete."""
+        room_ids = list(
+            await db.scalars(select(cls.room_id).where(cls.author_id == user_id).distinct())
+        )
+        keys: list[str] = []
+        values: dict[str, object] = {"author_id": None}
+        if remove_text:
+            theirs = select(cls.id).where(cls.author_id == user_id)
+            keys = list(
+                await db.scalars(select(Attachment.key).where(Attachment.message_id.in_(theirs)))
+            )
+            await db.execute(delete(Attachment).where(Attachment.message_id.in_(theirs)))
+            values |= {
+                "body": "",
+                "html": "",
+                "deleted_at": func.coalesce(cls.deleted_at, utcnow()),
+            }
+        for room_id in room_ids:
+            change = await db.scalar(
+                update(Room)
+                .where(Room.id == room_id)
+                .values(last_change=Room.last_change + 1)
+                .returning(Room.last_change)
+            )
+            await db.execute(
+                update(cls)
+                .where(cls.room_id == room_id, cls.author_id == user_id)
+                .values(changed=change, **values)
+            )
+        await db.commit()
+        return keys
+
+    @classmethod
     async def attachment_keys_of(cls, db: AsyncSession, room_id: int) -> list[str]:
         """The storage keys of every file sent in the room."""
         rows = await db.scalars(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Index,
     String,
+    cast,
     false,
     func,
+    literal,
     select,
     update,
 )
@@ -20,6 +22,9 @@ from sqlalchemy.orm import (
 )
 
 from chat.models.base import Base, UTCDateTime, utcnow
+
+# A deleted account's username once it is free again: "~" is not allowed in usernames.
+DELETED_PREFIX = "~deleted~"
 
 
 class User(Base):
@@ -36,6 +41,9 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
     # A deactivated account cannot sign in and has no sessions; its messages stay.
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Deleted by its owner (deactivated too): its username stays taken for a while
+    # (CHAT_USERNAME_RESERVED_DAYS), then a sign-up may take it (User.free_username).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def is_active(self) -> bool:
@@ -60,6 +68,22 @@ class User(Base):
         return user
 
     @classmethod
+    async def free_username(cls, db: AsyncSession, username: str, reserved: timedelta) -> bool:
+        """Let a sign-up take `username` when a deleted account has held it for longer
+        than `reserved`: that account is renamed to a name no one can sign up with."""
+        result = await db.execute(
+            update(cls)
+            .where(
+                func.lower(cls.username) == username.lower(),
+                cls.deleted_at.is_not(None),
+                cls.deleted_at < utcnow() - reserved,
+            )
+            .values(username=literal(DELETED_PREFIX) + cast(cls.id, String))
+        )
+        await db.commit()
+        return result.rowcount > 0
+
+    @classmethod
     async def search(cls, db: AsyncSession, text: str, limit: int) -> list[User]:
         """Accounts whose username contains `text` (any letter case), by username."""
         pattern = "%" + like_escaped(text.lower()) + "%"
@@ -82,6 +106,15 @@ class User(Base):
         await db.execute(update(User).where(User.id == self.id).values(deactivated_at=when))
         await db.commit()
         self.deactivated_at = when
+
+    async def mark_deleted(self, db: AsyncSession) -> None:
+        """Deleted by its owner: deactivated, and its username reserved from now."""
+        now = utcnow()
+        await db.execute(
+            update(User).where(User.id == self.id).values(deactivated_at=now, deleted_at=now)
+        )
+        await db.commit()
+        self.deactivated_at = self.deleted_at = now
 
     @classmethod
     async def change_password_hash(cls, db: AsyncSession, user_id: int, password_hash: str) -> None:

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from chat import rate_limits
-from chat.accounts import end_sessions
-from chat.auth import hash_password, login_required, verify_password
+from chat.accounts import delete_account, end_sessions
+from chat.auth import SESSION_COOKIE, cookie_name, hash_password, login_required, verify_password
 from chat.models import AuthSession, User
 from chat.passwords import MAX_PASSWORD, password_problem
 from chat.rate_limits import RateLimited
@@ -31,7 +31,12 @@ PUBLIC_ID = re.compile(r"[0-9a-f]{16}")
 
 
 async def _page(
-    request: Request, *, refusal: str = "", status: int = 200, headers: dict | None = None
+    request: Request,
+    *,
+    refusal: str = "",
+    delete_refusal: str = "",
+    status: int = 200,
+    headers: dict | None = None,
 ) -> Response:
     user = request.state.user
     async with request.app.state.db() as db:
@@ -43,6 +48,7 @@ async def _page(
         {
             "done": DONE.get(request.query_params.get("done", ""), ""),
             "refusal": refusal,
+            "delete_refusal": delete_refusal,
             "sessions": [
                 {
                     "session": each,
@@ -112,6 +118,33 @@ async def _end_sessions(request: Request, public_ids: set[str] | None) -> list[s
         public_ids,
         keep=request.state.auth_session.token_hash,
     )
+
+
+@login_required
+async def delete(request: Request) -> Response:
+    """Fields `password` and `messages` (`keep` their text, or `remove` it): the account
+    is deleted at once (chat.accounts.delete_account); 303 to the login page."""
+    form = await read_form(request)
+    password, messages = form.get("password", ""), form.get("messages", "keep")
+    if messages not in {"keep", "remove"}:
+        raise HTTPException(400, "messages must be keep or remove.")
+    user: User = request.state.user
+    # Guessing the password here is guessing a login: the same limit counts it.
+    key = f"account:{user.username.lower()}"
+    try:
+        await rate_limits.check(request, "login-account", key)
+    except RateLimited as exc:
+        return await _page(request, delete_refusal=exc.detail, status=429, headers=exc.headers)
+    if len(password) > MAX_PASSWORD or not await verify_password(user.password_hash, password):
+        await rate_limits.hit(request, "login-account", key)
+        return await _page(request, delete_refusal="That is not your password.", status=400)
+    await delete_account(request.app.state, user, remove_text=messages == "remove")
+    response = RedirectResponse(request.url_for("login"), status_code=303)
+    settings = request.app.state.settings
+    response.delete_cookie(
+        cookie_name(SESSION_COOKIE, settings.https), httponly=True, samesite="lax"
+    )
+    return response
 
 
 def _back(request: Request, done: str) -> Response:

@@ -121,6 +121,8 @@ async def deactivate(request: Request) -> Response:
 @admin_required
 async def reactivate(request: Request) -> Response:
     user = await _target_user(request)
+    if user.deleted_at is not None:
+        raise HTTPException(400, "Its owner deleted this account: it cannot be reactivated.")
     if not user.is_active:
         await set_deactivated(request.app.state, user, False)
         await audit(request, "user_reactivated", f"user {user.username}", user_id=user.id)

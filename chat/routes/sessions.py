@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import structlog
 from starlette.requests import Request
@@ -146,8 +147,12 @@ async def signup(request: Request) -> Response:
         await rate_limits.hit(request, "signup", f"address:{client_address(request)}")
     except RateLimited as exc:
         return await _refused(request, "signup", exc, username, form)
+    password_hash = await hash_password(password)
+    reserved = timedelta(days=request.app.state.settings.username_reserved_days)
     async with request.app.state.db() as db:
-        user = await User.create(db, username, await hash_password(password))
+        user = await User.create(db, username, password_hash)
+        if user is None and await User.free_username(db, username, reserved):
+            user = await User.create(db, username, password_hash)
     if user is None:
         return await _form(
             request,
