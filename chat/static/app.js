@@ -346,11 +346,77 @@
       });
       var time = message.querySelector("time[datetime]");
       if (time && !time.title) {
+        // The server writes the date and time in UTC (what a page without this script
+        // shows); here, the reader's own: HH:MM to see, the full date to hear and hover.
         var when = new Date(time.getAttribute("datetime"));
-        time.textContent = timeFormat.format(when);
-        time.title = dateFormat.format(when);
+        var full = dateFormat.format(when);
+        time.textContent = "";
+        time.appendChild(document.createElement("span")).textContent = timeFormat.format(when);
+        time.firstChild.setAttribute("aria-hidden", "true");
+        var spoken = time.appendChild(document.createElement("span"));
+        spoken.className = "visually-hidden";
+        spoken.textContent = full;
+        time.title = full;
       }
     });
+    var container = log();
+    if (container && (root === document || container.contains(root) || root.contains(container))) {
+      arrangeByDay(container);
+    }
+  }
+
+  // --- Day dividers ("Today", "Yesterday", then the date in the reader's locale) and
+  // grouping: a message by the same author within a few minutes of the one before shows
+  // no name (it is still there for screen readers, and its actions stay Tab stops).
+  // Redone over the whole log after every change to it: page, older pages and live.
+  var GROUP_MS = 5 * 60 * 1000;
+  var dayFormat = new Intl.DateTimeFormat(undefined, {
+    weekday: "long", day: "numeric", month: "long", year: "numeric",
+  });
+  function dayKey(when) {
+    return when.getFullYear() + "-" + (when.getMonth() + 1) + "-" + when.getDate();
+  }
+  function dayLabel(when) {
+    var today = new Date();
+    if (dayKey(when) === dayKey(today)) return "Today";
+    var yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (dayKey(when) === dayKey(yesterday)) return "Yesterday";
+    return dayFormat.format(when);
+  }
+  function arrangeByDay(container) {
+    var wanted = new Set();
+    var previous = null;
+    messagesIn(container).forEach(function (message) {
+      var time = message.querySelector("time[datetime]");
+      if (!time) return;
+      var when = new Date(time.getAttribute("datetime"));
+      var day = dayKey(when);
+      var newDay = !previous || previous.day !== day;
+      if (newDay) wanted.add(dayDividerBefore(message, day, dayLabel(when)));
+      var continued = !newDay && previous.element === message.previousElementSibling &&
+        previous.author === message.dataset.author && when - previous.when < GROUP_MS;
+      message.classList.toggle("is-continued", continued);
+      previous = { day: day, when: when, author: message.dataset.author, element: message };
+    });
+    container.querySelectorAll(":scope > .day-divider").forEach(function (divider) {
+      if (!wanted.has(divider)) divider.remove();
+    });
+  }
+  function dayDividerBefore(message, day, label) {
+    // The day comes before the "New messages" divider when both go before one message.
+    var place = message;
+    while (place.previousElementSibling && place.previousElementSibling.id === "new-messages") {
+      place = place.previousElementSibling;
+    }
+    var divider = place.previousElementSibling;
+    if (!divider || !divider.classList.contains("day-divider")) {
+      divider = document.createElement("h2");
+      divider.className = "day-divider";
+      place.before(divider);
+    }
+    divider.dataset.day = day;
+    if (divider.textContent !== label) divider.textContent = label;
+    return divider;
   }
 
   // The stream's cursor: "SEQ" or "SEQ.CHANGE" (chat/sse.py). The page has every

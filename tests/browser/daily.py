@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -80,11 +82,37 @@ def room_of_three(
 def seeded(server: LiveServer) -> Iterator[dict[str, Seeder]]:
     people = {name: Seeder(server.url, name).sign_up() for name in PEOPLE}
     room_of_three(people, "general", HISTORY)
+    spread_over_days(server)
     try:
         yield people
     finally:
         for person in people.values():
             person.client.close()
+
+
+def spread_over_days(server: LiveServer) -> None:
+    """ "general" as if it had been going for days: its first 30 messages three days ago,
+    the next 30 yesterday (the last of them at 23:59 and the next at 00:00 today, in
+    the browser's time zone: UTC), the rest today. The server is restarted so that no
+    message is served as it was first rendered."""
+    server.stop()
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    database = sqlite3.connect(server.env["CHAT_DATABASE_URL"].split("///", 1)[1])
+    with database:
+        for seq in range(1, HISTORY + 1):
+            if seq <= 30:
+                when = midnight - timedelta(days=3) + timedelta(hours=9, minutes=seq)
+            elif seq <= 60:
+                when = midnight - timedelta(minutes=61 - seq)
+            else:
+                when = min(now, midnight + timedelta(minutes=seq - 61))
+            database.execute(
+                "UPDATE messages SET created_at = ? WHERE room_id = 1 AND seq = ?",
+                (when.strftime("%Y-%m-%d %H:%M:%S.%f"), seq),
+            )
+    database.close()
+    server.start()
 
 
 async def sign_in(
@@ -101,6 +129,8 @@ async def sign_in(
         java_script_enabled=javascript,
         viewport=viewport,
         color_scheme="dark" if dark else "light",
+        timezone_id="UTC",
+        locale="en-US",
     )
     context.set_default_timeout(10_000)
     await context.add_init_script(script=WATCH_SCRIPT)

@@ -3,11 +3,13 @@ the composer in view under it; the room opens at the newest message or at the "N
 messages" divider; live messages keep the newest in view unless the reader scrolled up;
 "load older" keeps the reader's place; without JavaScript a plain document."""
 
+import re
+
 import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser.daily import HISTORY, PHONE, WIDE, room_of_three
-from tests.browser.support import focused, press
+from tests.browser.support import focused, press, tab_to
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -143,3 +145,67 @@ async def test_without_javascript_the_room_is_a_plain_document_with_a_skip_link(
     assert focus["name"] == "Skip to message composer"
     await page.keyboard.press("Enter")
     assert (await focused(page))["id"] == "composer-body"
+
+
+# --- days and groups -----------------------------------------------------------------------
+
+
+async def day_dividers(page: Page) -> list[str]:
+    return await page.locator("#messages > .day-divider").all_inner_texts()
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["desktop", "phone"])
+async def test_days_are_divided_in_the_page_in_older_pages_and_live(visit, daily_people, viewport):
+    alice = await visit("alice", viewport=viewport)
+    page = alice.page
+    await page.goto(f"/rooms/{GENERAL}")
+    # "general": messages 21-50 three days ago and yesterday, 61-70 today (tests/browser/daily.py).
+    days = await day_dividers(page)
+    assert days[1:] == ["Yesterday", "Today"] and days[0] not in ("Today", "Yesterday"), days
+    assert await page.evaluate(
+        "(label) => label === new Intl.DateTimeFormat(undefined, {weekday: 'long', day: 'numeric',"
+        " month: 'long', year: 'numeric'}).format(new Date(Date.now() - 3 * 86400000))",
+        days[0],
+    )
+    # Yesterday's 23:59 and today's 00:00 are told apart.
+    await expect(page.locator("#message-60 + .day-divider + #message-61")).to_have_count(1)
+    time = page.locator("#message-61 time")
+    await expect(time).to_have_attribute("title", re.compile(r"^\w+day, .*12:00"))
+    await expect(time.locator(".visually-hidden")).to_have_text(await time.get_attribute("title"))
+    await page.get_by_role("link", name="Load older messages").click()
+    await expect(page.locator("#message-1")).to_have_count(1)
+    assert await day_dividers(page) == days
+    await expect(page.locator("#messages > .day-divider").first).to_be_attached()
+    await alice.assert_accessible()
+
+
+async def test_messages_in_a_row_by_one_author_are_grouped_and_their_actions_reachable(
+    visit, daily_people
+):
+    room_id = room_of_three(daily_people, "in a row", 2)
+    carol = await visit("carol")
+    page = carol.page
+    await page.goto(f"/rooms/{room_id}")
+    await page.wait_for_function("document.querySelector('[sse-connect]') !== null")
+    for n in range(3):
+        daily_people["bob"].say(room_id, f"bob again {n}")
+    await expect(page.locator("#message-5")).to_be_visible()
+    assert await day_dividers(page) == ["Today"]
+    # 1 is bob's and 2 carol's ("in a row message N"); bob's 3, 4 and 5 follow them.
+    classes = [
+        await page.locator(f"#message-{seq}").get_attribute("class") for seq in (1, 2, 3, 4, 5)
+    ]
+    grouped = ["is-continued" in each for each in classes]
+    assert grouped == [False, False, False, True, True], classes
+    assert (await page.locator("#message-4 .author").bounding_box())["width"] <= 1
+    await expect(page.locator("#message-4")).to_contain_text("bob")  # heard, if not seen
+    # By keyboard: ↑ from the newest reaches a grouped message; Tab reaches its actions.
+    await page.locator("#messages").focus()
+    await page.keyboard.press("ArrowUp")
+    assert (await focused(page))["id"] == "message-5"
+    await page.keyboard.press("ArrowUp")
+    assert (await focused(page))["id"] == "message-4"
+    await tab_to(page, "More actions for this message")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#message-4 .message-menu")).to_be_visible()
+    await carol.assert_accessible()
