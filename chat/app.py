@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if checkpoints is not None:  # its last round may use the app's connection
                 await checkpoints.close()
             await engine.dispose()
+            app.state.page_cache.close()
 
     app = Starlette(
         routes=routes,

@@ -39,6 +39,7 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from sqlalchemy import String, bindparam, false, select
 from sqlalchemy.ext.compiler import compiles
@@ -46,7 +47,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chat.hot_statements import Prepared, PreparedRunner, on_sqlite_connection, run_prepared
+from chat.hot_statements import Prepared, PreparedRunner, run_prepared
 from chat.htmx import is_history_restore, is_htmx
 from chat.models import Membership, Room, User
 
@@ -160,6 +161,9 @@ class PageCache:
         self.hits = self.misses = 0
         self._sqlite_stamps = _SqliteStamps()
 
+    def close(self) -> None:
+        self._sqlite_stamps.close()
+
     @property
     def kept_bytes(self) -> int:
         return self._bytes
@@ -243,46 +247,53 @@ def _read_stamp(statements: PreparedRunner, viewer: int, shows: Shows) -> tuple[
 class _SqliteStamps:
     """On SQLite, the stamps read since the database last changed, by reader and what
     the page shows: served without reading them again until it changes. A change is
-    seen from the process's one connection (chat.db.create_engine): `PRAGMA
-    data_version` moves when any other connection, in this process or another,
-    commits, and the connection's `total_changes` when it writes itself. Both only
-    grow, and belong to their connection, which is part of the version."""
+    seen through a read-only connection of the cache's own: its `PRAGMA
+    data_version` moves whenever another connection commits (the process's own one,
+    chat.db.create_engine, or another worker's), and only then. It is read on the
+    event loop (a counter in the write-ahead log's shared memory, a few
+    microseconds), so a page whose stamp is known makes no trip to the database's
+    thread for it. The version is read before the stamp: a commit in between makes
+    the next request read the stamp again."""
 
     KEPT = 10_000
 
     def __init__(self) -> None:
-        # Replaced whole, never changed in place but by adding stamps of its version:
-        # the connection's thread reads it while the event loop may replace it.
-        self._known: tuple[Any, tuple[int, int], dict[Hashable, tuple[Any, ...]]] = (
-            None,
-            (0, 0),
-            {},
-        )
+        self._watcher: sqlite3.Connection | None = None
+        # Replaced whole when the version moves; only added to otherwise.
+        self._known: tuple[int | None, dict[Hashable, tuple[Any, ...]]] = (None, {})
 
-    async def read(self, engine: Any, viewer: int, shows: Shows) -> tuple[Any, ...]:
+    def version(self, engine: Any) -> int | None:
+        """The database's version as the watcher sees it; None when it cannot tell."""
+        try:
+            if self._watcher is None:
+                path = engine.url.database
+                if not path or path == ":memory:" or path.startswith("file:"):
+                    return None
+                self._watcher = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+            return self._watcher.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
+
+    async def read(self, sessions: Any, viewer: int, shows: Shows) -> tuple[Any, ...]:
         key = (viewer, shows.room and shows.room.id, shows.public)
-        known = self._known
-
-        def work(connection: sqlite3.Connection) -> tuple[Any, tuple[int, int], Any, bool]:
-            try:
-                (data_version,) = connection.execute("PRAGMA data_version").fetchone()
-                version = (data_version, connection.total_changes)
-                if known[0] is connection and known[1] == version and key in known[2]:
-                    return connection, version, known[2][key], True
-                statements = PreparedRunner.on_sqlite(connection, engine.dialect)
-                return connection, version, _read_stamp(statements, viewer, shows), False
-            finally:
-                if connection.in_transaction:
-                    connection.rollback()
-
-        connection, version, stamp, was_known = await on_sqlite_connection(engine, work)
-        if not was_known:
-            current = self._known
-            if current[0] is not connection or current[1] != version:
-                current = self._known = (connection, version, {})
-            if len(current[2]) < self.KEPT:
-                current[2][key] = stamp
+        version = self.version(sessions.kw["bind"])
+        known_version, stamps = self._known
+        if version is not None and version == known_version and key in stamps:
+            return stamps[key]
+        stamp = await run_prepared(
+            sessions, lambda statements: _read_stamp(statements, viewer, shows), autocommit=True
+        )
+        if version is not None:
+            if self._known[0] != version:
+                self._known = (version, {})
+            if len(self._known[1]) < self.KEPT:
+                self._known[1][key] = stamp
         return stamp
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
 
 
 async def _stamp(
@@ -292,7 +303,7 @@ async def _stamp(
     state = request.app.state
     engine = state.db.kw["bind"]
     if engine.dialect.name == "sqlite":
-        reader, room, public = await sqlite_stamps.read(engine, viewer, shows)
+        reader, room, public = await sqlite_stamps.read(state.db, viewer, shows)
     else:
         reader, room, public = await run_prepared(
             state.db, lambda statements: _read_stamp(statements, viewer, shows), autocommit=True
