@@ -67,3 +67,36 @@ async def test_an_owner_sets_the_topic_and_renames_by_keyboard(browse):
     await page.get_by_role("link", name="Back to Planning").click()
     await expect(page.locator(".room-topic strong")).to_have_text("v2")
     await alice.assert_accessible()
+
+
+async def test_an_invite_link_brings_someone_new_through_sign_up_into_a_private_room(browse):
+    alice = await (await browse()).sign_up("alice")
+    room_id = await alice.create_room("Hideout", "private")
+    page = alice.page
+    await page.goto(f"/rooms/{room_id}/settings")
+    await tab_to(page, "Make an invite link")
+    await page.keyboard.press("Enter")
+    link = await page.get_by_role("textbox", name="Invite link").input_value()
+    assert "/invites/" in link
+    await alice.assert_accessible()
+    await alice.screenshot("invite-made")
+
+    newcomer = await browse()
+    page = newcomer.page
+    await page.goto(link)
+    await expect(page.get_by_role("heading", level=1)).to_have_text("You are invited to Hideout")
+    await newcomer.assert_accessible()
+    await tab_to(page, "Sign up and join")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Create your account")
+    await tab_to(page, "Username")
+    await page.keyboard.type("dana")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("correct horse battery")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("button", name="Join Hideout")).to_be_visible()
+    await newcomer.assert_accessible()
+    await tab_to(page, "Join Hideout")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Hideout")
+    await expect(page.locator("#composer-body")).to_be_visible()
