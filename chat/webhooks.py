@@ -54,6 +54,9 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 # A claimed delivery not finished in this long (its worker died) is sent again.
 CLAIM_SECONDS = 60
 REFRESH_SECONDS = 10
+# Finished deliveries are forgotten after this long (checked every PRUNE_EVERY refreshes).
+KEEP_DELIVERIES = timedelta(days=7)
+PRUNE_EVERY = 360
 SEND_BATCH = 20
 SENDING = "sending"
 
@@ -229,11 +232,16 @@ class OutgoingWebhooks:
             await self._client.aclose()
 
     async def _refresh_forever(self) -> None:
+        rounds = 0
         while True:
             try:
                 await self.refresh()
+                if rounds % PRUNE_EVERY == 0:
+                    async with self.db() as db:
+                        await WebhookDelivery.prune(db, utcnow() - KEEP_DELIVERIES)
             except Exception:
                 log.exception("webhook.refresh_failed")
+            rounds += 1
             await asyncio.sleep(REFRESH_SECONDS)
 
     async def _send_forever(self) -> None:

@@ -315,3 +315,20 @@ async def test_a_room_the_bot_left_sends_nothing(people, app):
         await alice.say(room, "anyone?")
         await asyncio.sleep(0.2)
     assert await deliveries(app) == [] and receiver.requests == []
+
+
+async def test_finished_deliveries_are_forgotten_after_a_week(people, app):
+    from datetime import timedelta
+
+    from chat.models import utcnow
+
+    alice = await people("alice")
+    room = await alice.create_room("ops")
+    async with Receiver() as receiver:
+        await outgoing_bot(app, room, receiver.url)
+        await alice.say(room, "@echo one")
+        [row] = await delivered(app)
+    async with app.state.db() as db:
+        assert await WebhookDelivery.prune(db, utcnow() - timedelta(days=7)) == 0
+        assert await WebhookDelivery.prune(db, row.finished_at + timedelta(seconds=1)) == 1
+    assert await deliveries(app) == []

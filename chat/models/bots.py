@@ -193,6 +193,18 @@ class WebhookDelivery(Base):
         )
 
     @classmethod
+    async def prune(cls, db: AsyncSession, finished_before: datetime) -> int:
+        """Forget deliveries finished before then (the log shows only recent ones)."""
+        result = await db.execute(
+            delete(cls).where(
+                cls.state.in_([DeliveryState.DELIVERED, DeliveryState.FAILED]),
+                cls.finished_at < finished_before,
+            )
+        )
+        await db.commit()
+        return result.rowcount
+
+    @classmethod
     async def log_of(cls, db: AsyncSession, bot_id: int) -> list[WebhookDelivery]:
         rows = await db.scalars(
             select(cls).where(cls.bot_id == bot_id).order_by(cls.id.desc()).limit(DELIVERY_LOG)
