@@ -123,7 +123,9 @@ class UserStream:
                 except SubscriptionOverflow:
                     return
                 if channel == own:
-                    if payload == self.ends_stream or payload.startswith(b"leave-room:"):
+                    if payload == self.ends_stream or payload.startswith(
+                        (b"leave-room:", b"join-room:")
+                    ):
                         return  # the client reconnects, with the rooms as they are now
                     if payload.startswith(b"room-state:"):
                         room_id = int(payload.split(b":")[1])

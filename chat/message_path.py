@@ -98,6 +98,17 @@ ENDED_REMOVED = sse.encode("ended", "removed")
 ENDED_SIGNED_OUT = sse.encode("ended", "signed-out")
 
 
+# On a room's channel when its members changed (joined, left, removed, added, made
+# owner): the room page fetches its member list again (static/live.js).
+MEMBERS_CHANGED = sse.encode("members", "changed")
+
+
+def join_room_signal(room_id: int) -> bytes:
+    """On a user's channel when they became a member (joined, added, a first direct
+    message): their room-list streams reconnect with the room in their counts."""
+    return f"join-room:{room_id}".encode()
+
+
 def end_session_signal(session_id: str) -> bytes:
     return f"end-session:{session_id}".encode()
 

@@ -190,12 +190,13 @@ routes = [
         name="export_room",
     ),
     Route("/rooms/{room_id:int}/mute", room_settings.mute, methods=["POST"], name="mute_room"),
-    Route("/rooms/{room_id:int}/join", rooms.join, methods=["POST"], name="join_room"),
+    Route("/rooms/{room_id:int}/join", members.join, methods=["POST"], name="join_room"),
     Route(
         "/rooms/{room_id:int}/leave", members.confirm_leave, methods=["GET"], name="confirm_leave"
     ),
     Route("/rooms/{room_id:int}/leave", members.leave, methods=["POST"], name="leave_room"),
     Route("/rooms/{room_id:int}/members", members.add_member, methods=["POST"], name="add_member"),
+    Route("/rooms/{room_id:int}/members", members.member_list, methods=["GET"], name="member_list"),
     Route(
         "/rooms/{room_id:int}/members/{user_id:int}/owner",
         members.make_owner,

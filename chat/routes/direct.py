@@ -12,6 +12,7 @@ from chat.message_path import InvalidMessage, clean_body
 from chat.models import NotDirectable, Room, User
 from chat.rate_limits import RateLimited
 from chat.routes.forms import message_form, refusal, refusal_status, typed_body
+from chat.routes.members import members_changed
 from chat.routes.rooms import navigation_lists
 from chat.routes.sessions import USERNAME
 from chat.uploads import InvalidAttachment
@@ -86,7 +87,10 @@ async def post_message(request: Request) -> Response:
             _, room = await _conversation(request)
             if room is None:
                 await rate_limits.hit(request, "direct", key)
-                _, room = await _conversation(request, create=True)
+                other, room = await _conversation(request, create=True)
+                # Both room lists show the new conversation at once.
+                for person in (request.state.user, other):
+                    await members_changed(request, room.id, person.id)
             message = await messages.post(room.id, request.state.user, body, uploads=form.uploads)
     except (InvalidMessage, InvalidAttachment, RateLimited) as exc:
         other, room = await _conversation(request)

@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from chat.auth import login_required
-from chat.broker import user_channel
-from chat.message_path import leave_room_signal
+from chat.broker import BrokerUnavailable, room_channel, user_channel
+from chat.message_path import MEMBERS_CHANGED, join_room_signal, leave_room_signal
 from chat.models import MAX_ID, LastOwner, Membership, Room, User
 from chat.routes.forms import read_form
-from chat.routes.rooms import find_membership, room_page
+from chat.routes.rooms import find_membership, find_room, member_items, room_page
 
 log = structlog.get_logger("chat.rooms")
 
@@ -36,7 +36,41 @@ async def _end_membership(request: Request, room: Room, user_id: int) -> bool:
     if removed:
         # Their open streams of this room close at once, on every worker.
         await request.app.state.broker.publish(user_channel(user_id), leave_room_signal(room.id))
+        await members_changed(request, room.id)
     return removed
+
+
+async def members_changed(
+    request: Request, room_id: int, joined_user_id: int | None = None
+) -> None:
+    """Tell the room's open pages to show its member list again and, when someone
+    became a member, their own room lists to show the room."""
+    broker = request.app.state.broker
+    try:
+        await broker.publish(room_channel(room_id), MEMBERS_CHANGED)
+        if joined_user_id is not None:
+            await broker.publish(user_channel(joined_user_id), join_room_signal(room_id))
+    except BrokerUnavailable:  # the lists are right again on the next page load
+        log.warning("room.members_signal_lost", room_id=room_id)
+
+
+@login_required
+async def member_list(request: Request) -> Response:
+    """The room's member list as its page shows it (a fragment): fetched again by the
+    page when its members change."""
+    room, membership = await find_room(request)
+    state = request.app.state
+    async with state.db() as db:
+        members = await db.run_sync(room.members)
+    online = await state.presence.online_among(member.id for member in members)
+    return state.templates.TemplateResponse(
+        request,
+        "rooms/_member_list.html",
+        {
+            "members": members,
+            "member_items": member_items(request, room, membership, members, online),
+        },
+    )
 
 
 def _confirm_page(
@@ -49,6 +83,18 @@ def _confirm_page(
         "rooms/confirm.html",
         {"room": room, "title": title, "text": text, "action": action, "button": button},
     )
+
+
+@login_required
+async def join(request: Request) -> Response:
+    room, membership = await find_room(request)
+    if membership is None:
+        async with request.app.state.db() as db:
+            joined = await room.add_member(db, request.state.user)
+        if joined:
+            log.info("room.joined", user_id=request.state.user.id)
+            await members_changed(request, room.id, request.state.user.id)
+    return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
 
 
 @login_required
@@ -128,6 +174,7 @@ async def add_member(request: Request) -> Response:
         )
     if added:
         log.info("room.member_added", user_id=user.id, by_user_id=membership.user_id)
+        await members_changed(request, room.id, user.id)
     return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
 
 
@@ -139,6 +186,7 @@ async def make_owner(request: Request) -> Response:
         if not await room.make_owner(db, user.id):
             raise HTTPException(404, NOT_A_MEMBER)
     log.info("room.owner_made", user_id=user.id, by_user_id=membership.user_id)
+    await members_changed(request, room.id)
     return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
 
 

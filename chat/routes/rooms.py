@@ -292,16 +292,6 @@ async def show(request: Request) -> Response:
     )
 
 
-@login_required
-async def join(request: Request) -> Response:
-    room, membership = await find_room(request)
-    if membership is None:
-        async with request.app.state.db() as db:
-            await room.add_member(db, request.state.user)
-        log.info("room.joined", user_id=request.state.user.id)
-    return RedirectResponse(request.url_for("room", room_id=room.id), status_code=303)
-
-
 async def room_state_changed(request: Request, membership: Membership) -> None:
     """Tell the member's rooms-page streams (any tab, any worker) to recount the room."""
     try:

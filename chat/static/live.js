@@ -300,33 +300,161 @@
     return total;
   }
 
-  var roomsPage = document.querySelector("[data-user-stream]");
-  if (roomsPage && window.EventSource) {
-    var counts = new EventSource(roomsPage.dataset.userStream);
-    counts.addEventListener("unread", function (event) {
-      var state = JSON.parse(event.data);
-      var link = document.querySelector('[data-room-id="' + Number(state.room) + '"]');
-      if (!link) return;
-      if (state.unread > 0) link.dataset.unread = String(state.unread);
-      else delete link.dataset.unread;
-      setBadge(link, "[data-unread-badge]", "badge", state.unread > 0 ? state.unread + " unread" : "");
-      setBadge(
-        link,
-        "[data-mention-badge]",
-        "badge badge-mention",
-        state.mentions > 0 ? state.mentions + (state.mentions === 1 ? " @mention" : " @mentions") : ""
-      );
-      showUnreadInTitle(totalUnread());
-    });
-    counts.addEventListener("notify", function (event) {
-      var message = JSON.parse(event.data);
-      if (!document.hidden) return;
+  function showCounts(state) {
+    var link = document.querySelector('[data-room-link][data-room-id="' + Number(state.room) + '"]');
+    if (!link) {
+      refreshRoomLists(); // a room this page does not list yet: joined, added, a new conversation
+      return;
+    }
+    if (state.unread > 0) link.dataset.unread = String(state.unread);
+    else delete link.dataset.unread;
+    setBadge(link, "[data-unread-badge]", "badge", state.unread > 0 ? state.unread + " unread" : "");
+    setBadge(
+      link,
+      "[data-mention-badge]",
+      "badge badge-mention",
+      state.mentions > 0 ? state.mentions + (state.mentions === 1 ? " @mention" : " @mentions") : ""
+    );
+    // In a room, the title counts what arrived there unseen (above).
+    if (!room) showUnreadInTitle(totalUnread());
+  }
+
+  function onUserEvent(kind, data) {
+    if (kind === "open") {
+      refreshRoomLists(); // (re)connected: rooms may have come or gone meanwhile
+    } else if (kind === "unread") {
+      showCounts(JSON.parse(data));
+    } else if (kind === "notify") {
+      var message = JSON.parse(data);
+      // In its own room the room's stream says it (same key: once either way).
+      if (!document.hidden || (room && Number(message.room) === Number(room.dataset.liveRoom))) return;
       notifyOnce(
         message.room + ":" + message.seq,
         message.title,
         message.body,
         "/rooms/" + Number(message.room) + "#message-" + Number(message.seq)
       );
+    }
+  }
+
+  // The room lists of a page, fetched again from the rooms page (its lists are the same
+  // partials) when rooms came or went. Focus on a room link stays on that room.
+  var refreshTimer = null;
+  function listAfter(root, headingId) {
+    var heading = root.getElementById(headingId);
+    var list = heading && heading.nextElementSibling;
+    return list && list.matches("ul.room-list") ? list : null;
+  }
+  function refreshRoomLists() {
+    var lists = document.querySelector("[data-user-stream]");
+    if (!lists || !lists.dataset.roomsUrl) return;
+    window.clearTimeout(refreshTimer);
+    refreshTimer = window.setTimeout(function () {
+      fetch(lists.dataset.roomsUrl, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (html) showRoomLists(new DOMParser().parseFromString(html, "text/html"));
+        })
+        .catch(function () {});
+    }, 200);
+  }
+  function showRoomLists(fresh) {
+    var focused = document.activeElement && document.activeElement.closest("[data-room-link]");
+    var focusedRoom = focused && focused.dataset.roomId;
+    var nav = document.querySelector(".room-nav[data-current-room]");
+    var pairs = nav
+      ? [["room-nav-title", "your-rooms"], ["direct-nav-title", "direct-messages"]]
+      : [["your-rooms", "your-rooms"], ["direct-messages", "direct-messages"]];
+    pairs.forEach(function (pair) {
+      var shown = listAfter(document, pair[0]);
+      var latest = listAfter(fresh, pair[1]);
+      if (!latest) {
+        if (shown) shown.replaceChildren();
+        return;
+      }
+      latest = document.importNode(latest, true);
+      if (shown) {
+        shown.replaceWith(latest);
+      } else if (nav && pair[0] === "direct-nav-title") {
+        // The first direct conversation: its heading and list go after the rooms.
+        var heading = document.createElement("h2");
+        heading.id = "direct-nav-title";
+        heading.textContent = "Direct messages";
+        var rooms = listAfter(document, "room-nav-title");
+        if (rooms) rooms.after(heading, latest);
+      } else if (!nav) {
+        var before = document.getElementById(pair[0]).nextElementSibling;
+        if (before && before.tagName === "P") before.replaceWith(latest);
+      }
+    });
+    if (nav) {
+      nav.querySelectorAll("[data-room-link]").forEach(function (link) {
+        if (link.dataset.roomId === nav.dataset.currentRoom) link.setAttribute("aria-current", "page");
+      });
+    }
+    if (focusedRoom) {
+      var again = document.querySelector('[data-room-link][data-room-id="' + focusedRoom + '"]');
+      if (again) again.focus();
+    }
+  }
+
+  // One stream of your own per browser, not per tab: the tab holding a Web Lock opens it
+  // and passes every event on to the others (BroadcastChannel); when it closes, another
+  // tab takes the lock and opens it.
+  function listenToUserStream(url) {
+    var channel = window.BroadcastChannel ? new BroadcastChannel("chat.user-stream") : null;
+    if (channel) {
+      channel.onmessage = function (event) {
+        onUserEvent(event.data.kind, event.data.data);
+      };
+    }
+    function hold() {
+      var source = new EventSource(url);
+      ["open", "unread", "notify"].forEach(function (kind) {
+        source.addEventListener(kind, function (event) {
+          var data = event.data || "";
+          onUserEvent(kind, data);
+          if (channel) channel.postMessage({ kind: kind, data: data });
+        });
+      });
+      return new Promise(function () {}); // held for as long as this tab lives
+    }
+    if (channel && navigator.locks) navigator.locks.request("chat.user-stream", hold);
+    else hold();
+  }
+
+  var roomLists = document.querySelector("[data-user-stream]");
+  if (roomLists && window.EventSource) listenToUserStream(roomLists.dataset.userStream);
+
+  // The room's member list, fetched again when its stream says the members changed.
+  function refreshMembers() {
+    var list = document.getElementById("member-list");
+    var aside = list && list.closest("[data-members-url]");
+    if (!aside) return;
+    fetch(aside.dataset.membersUrl, { credentials: "same-origin", headers: { "HX-Request": "true" } })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var template = document.createElement("template");
+        template.innerHTML = html.trim();
+        var fresh = template.content.getElementById("member-list");
+        var current = document.getElementById("member-list");
+        if (!fresh || !current) return;
+        var focus = document.activeElement;
+        var label = current.contains(focus) ? focus.textContent : null;
+        current.replaceWith(fresh);
+        if (label !== null) {
+          var same = Array.prototype.find.call(fresh.querySelectorAll("a, button"), function (each) {
+            return each.textContent === label;
+          });
+          (same || document.getElementById("members-title")).focus();
+        }
+      })
+      .catch(function () {});
+  }
+  if (room) {
+    document.addEventListener("htmx:sseOpen", function (event) {
+      event.detail.source.addEventListener("members", refreshMembers);
     });
   }
 

@@ -3,12 +3,13 @@ room's messages were edited, reacted to and deleted (issue 22): the stream's ids
 then `SEQ.CHANGE`, and every reader of them takes the message's seq from the SEQ part."""
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.browser.daily import room_of_three
+from tests.browser.daily import PHONE, WIDE, Seeder, room_of_three
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -95,3 +96,63 @@ async def eventually(read: Callable[[], Awaitable[object]], expected: object) ->
             return
         await asyncio.sleep(0.1)
     assert value == expected
+
+
+# --- live sidebars inside a room -------------------------------------------------------
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["desktop", "phone"])
+async def test_a_rooms_sidebars_are_live_from_one_stream_of_ones_own(visit, daily_people, viewport):
+    alice, carol = daily_people["alice"], daily_people["carol"]
+    width = viewport["width"]
+    here = room_of_three(daily_people, f"here {width}", 2)
+    elsewhere = room_of_three(daily_people, f"elsewhere {width}", 2)
+    bob = await visit("bob", viewport=viewport)
+    page = bob.page
+    await page.goto(f"/rooms/{here}")
+    await page.wait_for_function("document.querySelector('[sse-connect]') !== null")
+    nav = page.get_by_role("navigation", name="Rooms")
+    await expect(nav.get_by_role("link", name=f"elsewhere {width}")).to_be_visible()
+
+    # Unread and mention counts of another room.
+    alice.say(elsewhere, "over here")
+    alice.say(elsewhere, "@bob look")
+    other = nav.locator(f'[data-room-id="{elsewhere}"]')
+    await expect(other.locator("[data-unread-badge]")).to_have_text(
+        "3 unread"
+    )  # carol's, then these two
+    await expect(other.locator("[data-mention-badge]")).to_have_text("1 @mention")
+
+    # A room one is added to, and a new direct conversation.
+    added = alice.create_room(f"added {width}", "private")
+    assert alice.post(f"/rooms/{added}/members", {"username": "bob"}).status_code == 303
+    await expect(nav.get_by_role("link", name=f"added {width}")).to_be_visible()
+    assert carol.post("/direct/bob/messages", {"body": f"psst {width}"}).status_code == 303
+    await expect(nav.locator("#direct-nav-title")).to_have_text("Direct messages")
+    await expect(nav.locator("[data-room-link]", has_text="carol")).to_be_visible()
+    await expect(nav.locator("[aria-current=page]")).to_have_text(re.compile(f"here {width}"))
+
+    # Members joining and leaving, in the member list.
+    dave = Seeder(bob.base_url, f"dave{width}").sign_up()
+    try:
+        assert dave.post(f"/rooms/{here}/join").status_code == 303
+        members = page.locator("#member-list")
+        await expect(members.locator("li", has_text=f"dave{width}")).to_be_visible()
+        await expect(members.get_by_role("heading")).to_have_text("Members (4)")
+        assert dave.post(f"/rooms/{here}/leave").status_code == 303
+        await expect(members.locator("li", has_text=f"dave{width}")).to_have_count(0)
+    finally:
+        dave.client.close()
+    await bob.assert_accessible()
+
+    # A second tab of the same browser opens no stream of its own.
+    second = await page.context.new_page()
+    own_streams: list[str] = []
+    second.on("request", lambda request: own_streams.append(request.url))
+    await second.goto(f"/rooms/{elsewhere}")
+    await second.wait_for_function("document.querySelector('[sse-connect]') !== null")
+    alice.say(here, "to the first tab's room")
+    await expect(second.locator(f'[data-room-id="{here}"] [data-unread-badge]')).to_have_text(
+        "1 unread"
+    )
+    assert not [url for url in own_streams if url.endswith("/events")], own_streams
