@@ -51,6 +51,11 @@ def run_bench(args: argparse.Namespace) -> int:
         live.defaults(args.scenario, args)
         result = report.run(args.scenario, scenarios[args.scenario], args)
         return 1 if result.get("problems") else 0
+    if args.scenario == "cost":
+        from bench import cost
+
+        cost.main(username=args.user, requests=args.requests, rounds=args.rounds)
+        return 0
     in_process.main(args.scenario, username=args.user, requests=args.requests)
     return 0
 
@@ -72,6 +77,7 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     scenarios = {
         **{name: about for name, (about, _) in in_process.SCENARIOS.items()},
         **{name: scenario.about for name, scenario in live_scenarios().items()},
+        "cost": "CPU per request of chat bench http's rows in process, fast and plain paths",
     }
     parser = commands.add_parser("bench", help="measure a scenario")
     parser.add_argument(
@@ -79,7 +85,7 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
         choices=sorted(scenarios),
         help="; ".join(f"{name}: {about}" for name, about in sorted(scenarios.items())),
     )
-    group = parser.add_argument_group("in-process scenarios (history, search)")
+    group = parser.add_argument_group("in-process scenarios (history, search, cost)")
     group.add_argument("--requests", type=_positive, default=200, help="per measurement")
     group.add_argument("--user", default="user00001", help="a seeded account")
     group = parser.add_argument_group("every live-server scenario")

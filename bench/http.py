@@ -250,7 +250,14 @@ def summarize(rounds: list[dict[str, object]]) -> dict[str, object]:
     """A row's figures: the median of its rounds, and each round."""
     middle = {
         key: statistics.median(round_[key] for round_ in rounds)
-        for key in ("requests_per_s", "p50_ms", "p99_ms", "wrk_cpu_share", "server_cpu_share")
+        for key in (
+            "requests_per_s",
+            "requests_per_server_cpu_s",
+            "p50_ms",
+            "p99_ms",
+            "wrk_cpu_share",
+            "server_cpu_share",
+        )
     }
     return {**middle, "bad": sum(round_["bad"] for round_ in rounds), "rounds": rounds}
 
@@ -303,12 +310,19 @@ async def take_turns(db, servers, workload, member, options) -> dict[str, object
                 figures["server_cpu_share"] = (server.cpu_seconds() - cpu_before) / (
                     time.perf_counter() - started
                 )
+                # What a core of the server's did: robust to a machine shared with
+                # other work, where the server gets only part of its core.
+                figures["requests_per_server_cpu_s"] = figures["requests_per_s"] / max(
+                    figures["server_cpu_share"], 1e-9
+                )
                 runs.setdefault((name, row.name), []).append(figures)
                 if row.method == "POST":
                     post_runs.append({**figures, "prefix": prefix})
                 log(
                     f"round {number}/{options.rounds} {name} {row.name}: "
-                    f"{figures['requests_per_s']:,.0f}/s, p99 {figures['p99_ms']:.1f} ms, "
+                    f"{figures['requests_per_s']:,.0f}/s "
+                    f"({figures['requests_per_server_cpu_s']:,.0f} per server CPU-s), "
+                    f"p99 {figures['p99_ms']:.1f} ms, "
                     f"wrk CPU {figures['wrk_cpu_share']:.0%}, bad {figures['bad']}"
                 )
     targets = {
@@ -333,19 +347,24 @@ def table(result: dict[str, object]):
     targets = result["targets"]
     names = list(targets)
     yield f"{'':10}" + "".join(
-        f" | {name:>8} {'p50 ms':>7} {'p99 ms':>7} {'wrk':>5} {'server':>6}" for name in names
+        f" | {name:>8} {'/CPU-s':>7} {'p50 ms':>7} {'p99 ms':>7} {'wrk':>5} {'server':>6}"
+        for name in names
     )
     for row in result["rows"]:
         line = f"{row:10}"
         for name in names:
             figures = targets[name][row]
             line += (
-                f" | {figures['requests_per_s']:8,.0f} {figures['p50_ms']:7.2f} "
+                f" | {figures['requests_per_s']:8,.0f} "
+                f"{figures['requests_per_server_cpu_s']:7,.0f} {figures['p50_ms']:7.2f} "
                 f"{figures['p99_ms']:7.2f} {figures['wrk_cpu_share']:5.0%} "
                 f"{figures['server_cpu_share']:6.0%}"
             )
         yield line
-    yield "requests/s and latencies: the median of the rounds; wrk, server: CPU share of a core"
+    yield (
+        "requests/s and latencies: the median of the rounds; /CPU-s: requests per second of"
+        " the server's CPU; wrk, server: CPU share of a core"
+    )
     for name in names[1:]:
         base, other = targets[names[0]], targets[name]
         ratios = ", ".join(

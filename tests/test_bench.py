@@ -217,3 +217,9 @@ def test_seed_then_history_and_search_report_every_measurement(tmp_path: Path) -
     for label in ("common word", "phrase", "from + word", "in + word", "has:link + word"):
         assert rows[label][0] == 2
     assert all(0 < p50 <= p95 <= p99 <= top for _, (p50, p95, p99, top) in rows.values())
+
+    cost = chat("bench", "cost", "--requests", "16", "--rounds", "1").splitlines()
+    costs = {line.split()[0]: line.split()[1:] for line in cost[1:-1]}
+    assert list(costs) == ["room", "messages", "sidebar", "search", "post"]
+    for fast, plain, ratio, bad in costs.values():
+        assert float(fast) > 0 and float(plain) > 0 and ratio.endswith("x") and bad == "0"
