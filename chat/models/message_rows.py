@@ -63,6 +63,8 @@ class MessageContent(NamedTuple):
     quote: Quote | None
     attachments: list[Attachment]
     reaction_groups: list[tuple[str, list[str]]]
+    # The author's display name ("" for none): shown beside their username.
+    author_display: str = ""
 
     @property
     def version(self) -> MessageVersion:

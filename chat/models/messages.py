@@ -130,6 +130,10 @@ class Message(Base):
         return self.author.username if self.author else ""
 
     @property
+    def author_display(self) -> str:
+        return self.author.display_name if self.author else ""
+
+    @property
     def version(self) -> MessageVersion:
         """Everything its rendered HTML depends on (see MessageHead)."""
         original = self.reply_to.changed if self.reply_to is not None else None
@@ -156,13 +160,8 @@ class Message(Base):
     @classmethod
     async def forget_author(cls, db: AsyncSession, user_id: int, *, remove_text: bool) -> list[str]:
         """The account `user_id` is deleted: its messages stay, by "deleted user" (no
-        author), with their text kept or removed. Each room's change counter moves on
-        once and its messages take that number, as an edit does: cached renderings and
-        kept pages are of an older version then. The storage keys of the files removed
+        author), with their text kept or removed. The storage keys of the files removed
         with the text, for the caller to delete."""
-        room_ids = list(
-            await db.scalars(select(cls.room_id).where(cls.author_id == user_id).distinct())
-        )
         keys: list[str] = []
         values: dict[str, object] = {"author_id": None}
         if remove_text:
@@ -176,6 +175,18 @@ class Message(Base):
                 "html": "",
                 "deleted_at": func.coalesce(cls.deleted_at, utcnow()),
             }
+        await cls.author_changed(db, user_id, **values)
+        return keys
+
+    @classmethod
+    async def author_changed(cls, db: AsyncSession, user_id: int, **values: object) -> None:
+        """How the author of these messages shows changed (a display name, a deleted
+        account, with `values` for the messages themselves): each room's change counter
+        moves on once and their messages take that number, as an edit does, so cached
+        renderings and kept pages are of an older version; commits."""
+        room_ids = list(
+            await db.scalars(select(cls.room_id).where(cls.author_id == user_id).distinct())
+        )
         for room_id in room_ids:
             change = await db.scalar(
                 update(Room)
@@ -189,7 +200,6 @@ class Message(Base):
                 .values(changed=change, **values)
             )
         await db.commit()
-        return keys
 
     @classmethod
     async def attachment_keys_of(cls, db: AsyncSession, room_id: int) -> list[str]:
@@ -441,6 +451,7 @@ class Message(Base):
                 ),
                 attachments=files.get(row.id, []),
                 reaction_groups=group_reactions(reactions.get(row.id, ())),
+                author_display=row.author_display,
             )
             for row in rows
         ]
@@ -613,6 +624,7 @@ _CONTENTS = (
         Message.room_id,
         Message.seq,
         func.coalesce(User.username, "").label("author_name"),
+        func.coalesce(User.display_name, "").label("author_display"),
         Message.created_at,
         Message.edited_at,
         Message.deleted_at.is_not(None).label("is_deleted"),

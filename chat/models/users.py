@@ -44,10 +44,19 @@ class User(Base):
     # Deleted by its owner (deactivated too): its username stays taken for a while
     # (CHAT_USERNAME_RESERVED_DAYS), then a sign-up may take it (User.free_username).
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Shown beside the account's messages and in the header (empty: the username);
+    # @mentions still use the username.
+    display_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # An IANA zone ("Europe/Paris") the pages show times in; empty: the browser's own.
+    time_zone: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     @property
     def is_active(self) -> bool:
         return self.deactivated_at is None
+
+    @property
+    def shown_name(self) -> str:
+        return self.display_name or self.username
 
     @classmethod
     async def by_username(cls, db: AsyncSession, username: str) -> User | None:
@@ -106,6 +115,15 @@ class User(Base):
         await db.execute(update(User).where(User.id == self.id).values(deactivated_at=when))
         await db.commit()
         self.deactivated_at = when
+
+    async def set_profile(self, db: AsyncSession, display_name: str, time_zone: str) -> None:
+        await db.execute(
+            update(User)
+            .where(User.id == self.id)
+            .values(display_name=display_name, time_zone=time_zone)
+        )
+        await db.commit()
+        self.display_name, self.time_zone = display_name, time_zone
 
     async def mark_deleted(self, db: AsyncSession) -> None:
         """Deleted by its owner: deactivated, and its username reserved from now."""

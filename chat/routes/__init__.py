@@ -54,6 +54,7 @@ routes = [
     Route("/login", sessions.login, methods=["POST"]),
     Route("/logout", sessions.logout, methods=["POST"], name="logout"),
     Route("/account", account.page, methods=["GET"], name="account"),
+    Route("/account/profile", account.profile, methods=["POST"], name="account_profile"),
     Route("/account/delete", account.delete, methods=["POST"], name="delete_account"),
     Route("/account/password", account.change_password, methods=["POST"], name="change_password"),
     Route(

@@ -5,6 +5,8 @@ included by account/page.html in order."""
 from __future__ import annotations
 
 import re
+import unicodedata
+import zoneinfo
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -14,15 +16,17 @@ from starlette.responses import RedirectResponse, Response
 from chat import rate_limits
 from chat.accounts import delete_account, end_sessions
 from chat.auth import SESSION_COOKIE, cookie_name, hash_password, login_required, verify_password
-from chat.models import AuthSession, User
+from chat.models import AuthSession, Message, User
 from chat.passwords import MAX_PASSWORD, password_problem
 from chat.rate_limits import RateLimited
+from chat.room_names import FORBIDDEN_CATEGORIES
 from chat.routes.forms import read_form
 
 log = structlog.get_logger("chat.account")
 
 # What the page says after a change it redirected from (?done=…).
 DONE = {
+    "profile": "Your profile is saved.",
     "password": "Your password is changed. Every other session of your account is signed out.",
     "session": "That session is signed out.",
     "others": "Every other session of your account is signed out.",
@@ -35,6 +39,7 @@ async def _page(
     *,
     refusal: str = "",
     delete_refusal: str = "",
+    profile_refusal: str = "",
     status: int = 200,
     headers: dict | None = None,
 ) -> Response:
@@ -49,6 +54,8 @@ async def _page(
             "done": DONE.get(request.query_params.get("done", ""), ""),
             "refusal": refusal,
             "delete_refusal": delete_refusal,
+            "profile_refusal": profile_refusal,
+            "time_zones": TIME_ZONES,
             "sessions": [
                 {
                     "session": each,
@@ -118,6 +125,43 @@ async def _end_sessions(request: Request, public_ids: set[str] | None) -> list[s
         public_ids,
         keep=request.state.auth_session.token_hash,
     )
+
+
+MAX_DISPLAY_NAME = 64
+# IANA zones, for the profile's choice (read once: the list is the system's).
+TIME_ZONES = tuple(sorted(zoneinfo.available_timezones()))
+
+
+def clean_display_name(raw: str) -> str:
+    """Trimmed and NFC; raises ValueError for control or invisible characters."""
+    name = " ".join(unicodedata.normalize("NFC", raw).split())
+    if len(name) > MAX_DISPLAY_NAME:
+        raise ValueError(f"A display name is at most {MAX_DISPLAY_NAME} characters.")
+    if any(unicodedata.category(char) in FORBIDDEN_CATEGORIES for char in name):
+        raise ValueError("A display name cannot contain control or invisible characters.")
+    return name
+
+
+@login_required
+async def profile(request: Request) -> Response:
+    """Fields `display_name` (empty: the username) and `time_zone` (an IANA zone, or
+    empty for the browser's). A new display name shows beside every message of theirs."""
+    form = await read_form(request)
+    time_zone = form.get("time_zone", "")
+    try:
+        display_name = clean_display_name(form.get("display_name", ""))
+        if time_zone and time_zone not in TIME_ZONES:
+            raise ValueError("Choose a time zone from the list.")
+    except ValueError as exc:
+        return await _page(request, profile_refusal=str(exc), status=400)
+    user: User = request.state.user
+    renamed = display_name != user.display_name
+    async with request.app.state.db() as db:
+        await user.set_profile(db, display_name, time_zone)
+        if renamed:
+            await Message.author_changed(db, user.id)
+    log.info("user.profile_changed", user_id=user.id)
+    return _back(request, "profile")
 
 
 @login_required

@@ -328,8 +328,10 @@
     return element.scrollHeight - element.scrollTop - element.clientHeight < 80;
   }
 
-  var timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-  var dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
+  // In the time zone the reader chose on /account (<body data-time-zone>), else the browser's.
+  var timeZone = document.body.dataset.timeZone || undefined;
+  var timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", timeZone: timeZone });
+  var dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short", timeZone: timeZone });
 
   function decorate(root) {
     var viewer = document.body.dataset.viewer;

@@ -1,5 +1,9 @@
 """Administration and room settings in a browser (issue 23): by keyboard, axe-clean."""
 
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 from playwright.async_api import expect
 
@@ -100,3 +104,32 @@ async def test_an_invite_link_brings_someone_new_through_sign_up_into_a_private_
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Hideout")
     await expect(page.locator("#composer-body")).to_be_visible()
+
+
+async def test_a_profile_is_set_by_keyboard_and_times_show_in_its_time_zone(browse):
+    alice = await (await browse()).sign_up("alice")
+    room_id = await alice.create_room("Tokyo desk")
+    await alice.say(room_id, "konnichiwa")
+    page = alice.page
+    await page.goto("/account")
+    await tab_to(page, "Display name")
+    await page.keyboard.type("Alice Liddell")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("Asia/Tokyo")  # a select picks the option typed
+    await tab_to(page, "Save profile")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("status")).to_have_text("Your profile is saved.")
+    await expect(page.get_by_label("Time zone")).to_have_value("Asia/Tokyo")
+    await alice.assert_accessible()
+    await alice.screenshot("profile")
+
+    await page.goto(f"/rooms/{room_id}")
+    message = alice.messages().first
+    await expect(message.locator(".author")).to_have_text("Alice Liddell")
+    stamp = await message.locator("header > time").get_attribute("datetime")
+    tokyo = datetime.fromisoformat(stamp).astimezone(ZoneInfo("Asia/Tokyo"))
+    shown = message.locator("header > time > [aria-hidden]")
+    # 12- or 24-hour as the browser's locale writes it; Tokyo's hour either way.
+    hours = tokyo.strftime("(%H|%I)")
+    await expect(shown).to_contain_text(re.compile(rf"\b{hours}:{tokyo:%M}\b"))
+    await alice.assert_accessible()
