@@ -269,7 +269,9 @@ class _SqliteStamps:
                 path = engine.url.database
                 if not path or path == ":memory:" or path.startswith("file:"):
                     return None
-                self._watcher = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+                # timeout=0: never wait on the event loop for a lock; a busy database
+                # answers None, and the stamp is read on the database's thread instead.
+                self._watcher = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=0)
             return self._watcher.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error:
             return None
