@@ -1,18 +1,18 @@
 """Bots and API tokens: made on /account/bots and /account/tokens or by the CLI (issue 24)."""
 
-import os
+import asyncio
 import re
-import subprocess
-import sys
+import shutil
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
 
 from chat.auth import verify_password
+from chat.cli import main
+from chat.db import create_engine, create_sessionmaker
 from chat.models import ApiToken, Bot, User
 from chat.models.tokens import secret_hash
-from tests.support import ROOT, migrate
 
 
 @pytest.fixture(autouse=True)
@@ -142,39 +142,31 @@ async def test_bot_and_token_forms_need_a_csrf_token(people):
     assert response.status_code == 403
 
 
-def test_chat_create_bot_and_create_token_print_a_usable_token(tmp_path):
-    env = {
-        **os.environ,
-        "CHAT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
-        "CHAT_SECRET_KEY": "x",
-    }
-    migrate(env)
+def test_chat_create_bot_and_create_token_print_a_usable_token(
+    tmp_path, migrated_sqlite, monkeypatch, capsys
+):
+    database = tmp_path / "cli.db"
+    shutil.copyfile(migrated_sqlite, database)
+    monkeypatch.setenv("CHAT_DATABASE_URL", f"sqlite+aiosqlite:///{database}")
+    monkeypatch.setenv("CHAT_SECRET_KEY", "x")
 
-    def chat(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "chat", *argv],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+    def chat(*argv: str) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as exited:
+            main(list(argv))
+        return exited.value.code, capsys.readouterr().out
 
-    assert chat("create-bot", "deploy").returncode == 0
-    assert chat("create-bot", "deploy").returncode == 1  # taken
-    assert chat("create-bot", "x").returncode == 2
-    issued = chat("create-token", "deploy", "--name", "ci", "--write")
-    assert issued.returncode == 0, issued.stderr
-    secret = issued.stdout.strip()
+    assert chat("create-bot", "deploy")[0] == 0
+    assert chat("create-bot", "deploy")[0] == 1  # taken
+    assert chat("create-bot", "x")[0] == 2
+    code, printed = chat("create-token", "deploy", "--name", "ci", "--write")
+    assert code == 0
+    secret = printed.strip()
     assert secret.startswith("chat_") and len(secret) > 40
-    assert chat("create-token", "deploy", "--name", "ci", "--room", "7").returncode == 1
-    assert chat("create-token", "nobody", "--name", "ci").returncode == 1
-
-    import asyncio
-
-    from chat.db import create_engine, create_sessionmaker
+    assert chat("create-token", "deploy", "--name", "ci", "--room", "7")[0] == 1
+    assert chat("create-token", "nobody", "--name", "ci")[0] == 1
 
     async def stored() -> tuple[ApiToken, User]:
-        engine = create_engine(env["CHAT_DATABASE_URL"])
+        engine = create_engine(f"sqlite+aiosqlite:///{database}")
         async with create_sessionmaker(engine)() as db:
             token = await ApiToken.by_secret(db, secret)
             user = await User.by_username(db, "deploy")
