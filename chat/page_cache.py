@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from sqlalchemy import String, bindparam, false, select
+from sqlalchemy import String, bindparam, false, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from starlette.requests import Request
@@ -236,12 +236,44 @@ def _as_stamped(room: Room | None, stamp: Any) -> bool:
     )
 
 
+# The statements a stamp needs, as one (each part a one-row subquery, joined on true):
+# on PostgreSQL each statement is a round trip. By (room or not, public statement).
+_TOGETHER: dict[tuple[bool, Prepared | None], tuple[Prepared, tuple[int, ...]]] = {}
+
+
+def _together(room: bool, public: Prepared | None) -> tuple[Prepared, tuple[int, ...]]:
+    found = _TOGETHER.get((room, public))
+    if found is None:
+        parts = [_READER.statement.subquery()]
+        if room:
+            parts.append(_ROOM.statement.subquery())
+        if public is not None:
+            parts.append(public.statement.subquery())
+        statement = select(*(column for part in parts for column in part.c)).select_from(parts[0])
+        for part in parts[1:]:
+            statement = statement.outerjoin(part, true())
+        found = _TOGETHER[(room, public)] = (
+            Prepared(statement),
+            tuple(len(part.c) for part in parts),
+        )
+    return found
+
+
 def _read_stamp(statements: PreparedRunner, viewer: int, shows: Shows) -> tuple[Any, ...]:
-    return (
-        statements.first(_READER, {"viewer": viewer}),
-        None if shows.room is None else statements.first(_ROOM, {"room": shows.room.id}),
-        None if shows.public is None else statements.first(shows.public, {}),
-    )
+    """(the reader's part, the room's or None, the public rooms' or None)."""
+    statement, widths = _together(shows.room is not None, shows.public)
+    row = statements.first(statement, {"viewer": viewer, "room": shows.room and shows.room.id})
+    parts: list[Any] = []
+    start = 0
+    for width in widths:
+        parts.append(None if row is None else row[start : start + width])
+        start += width
+    reader = parts.pop(0)
+    room = parts.pop(0) if shows.room is not None else None
+    if room is not None and room[0] is None:  # no such room (the outer join's NULLs)
+        room = None
+    public = parts.pop(0) if shows.public is not None else None
+    return reader, room, public
 
 
 class _SqliteStamps:
