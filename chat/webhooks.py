@@ -13,7 +13,8 @@ receiver may see a delivery twice, and tells by its `delivery` id).
 A message posted by a bot never triggers an outgoing webhook, so two bots cannot answer
 each other for ever. Only http(s) URLs are taken, and (unless CHAT_WEBHOOK_ALLOW_PRIVATE)
 none whose host resolves to a private, loopback, link-local or otherwise special address,
-checked when the URL is saved and again before every attempt. Redirects are not followed,
+checked when the URL is saved and again before every attempt, whose request then goes to
+the address checked (`pinned`). Redirects are not followed,
 and at most MAX_ANSWER_BYTES of an answer are read.
 
 The signature: `X-Chat-Signature: t=<unix time>,v1=<hex>`, the HMAC-SHA256 with the bot's
@@ -34,7 +35,7 @@ import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -96,9 +97,10 @@ def _special(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-async def check_target(url: str, allow_private: bool) -> None:
+async def check_target(url: str, allow_private: bool) -> str | None:
     """Raise UnsafeTarget unless `url` is http(s) to a host whose every address is public
-    (or `allow_private`)."""
+    (or `allow_private`). The address checked, to connect to (`pinned`); None when
+    private ones are allowed and nothing was resolved."""
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -109,7 +111,7 @@ async def check_target(url: str, allow_private: bool) -> None:
     if parts.username or parts.password:
         raise UnsafeTarget("A URL with a user name or password is not allowed.")
     if allow_private:
-        return
+        return None
     try:
         found = await asyncio.get_running_loop().getaddrinfo(
             parts.hostname, port, type=socket.SOCK_STREAM
@@ -118,6 +120,18 @@ async def check_target(url: str, allow_private: bool) -> None:
         raise UnsafeTarget(f"The host {parts.hostname} cannot be found.") from exc
     if not found or any(_special(str(info[4][0])) for info in found):
         raise UnsafeTarget("Addresses in private, loopback and link-local ranges are not allowed.")
+    return str(found[0][4][0])
+
+
+def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """`url` sent to `address`, the one `check_target` checked, rather than to whatever
+    the name resolves to a moment later (DNS rebinding): the URL with the address for
+    its host, the Host header, and for https the name TLS verifies (httpx's SNI)."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    extensions = {"sni_hostname": parts.hostname or ""} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), {"Host": parts.netloc}, extensions
 
 
 def payload(delivery_id: int, bot: User, event: str, room: Room, message: Message, base: str):
@@ -279,13 +293,21 @@ class OutgoingWebhooks:
         body = delivery.payload.encode()
         status, error, answer = None, "", b""
         try:
-            await check_target(bot.outgoing_url, self.settings.webhook_allow_private)
+            url, host, extensions = bot.outgoing_url, {}, {}
+            address = await check_target(url, self.settings.webhook_allow_private)
+            if address is not None:
+                url, host, extensions = pinned(url, address)
             signature = sign(bot.signing_secret, body, int(time.time()))
             request = self._client.build_request(  # type: ignore[union-attr]
                 "POST",
-                bot.outgoing_url,
+                url,
                 content=body,
-                headers={"Content-Type": "application/json", "X-Chat-Signature": signature},
+                headers={
+                    **host,
+                    "Content-Type": "application/json",
+                    "X-Chat-Signature": signature,
+                },
+                extensions=extensions,
             )
             response = await self._client.send(request, stream=True)  # type: ignore[union-attr]
             try:

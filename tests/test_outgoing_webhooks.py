@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from chat.app import create_app
 from chat.models import Bot, DeliveryState, Message, Room, WebhookDelivery
-from chat.webhooks import UnsafeTarget, check_target, sign, verify_signature
+from chat.webhooks import UnsafeTarget, check_target, pinned, sign, verify_signature
 from tests.api_support import make_bot
 
 
@@ -332,3 +332,56 @@ async def test_finished_deliveries_are_forgotten_after_a_week(people, app):
         assert await WebhookDelivery.prune(db, utcnow() - timedelta(days=7)) == 0
         assert await WebhookDelivery.prune(db, row.finished_at + timedelta(seconds=1)) == 1
     assert await deliveries(app) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "sent_to", "host", "sni"),
+    [
+        (
+            "http://hooks.example.com/in",
+            "93.184.215.14",
+            "http://93.184.215.14/in",
+            "hooks.example.com",
+            None,
+        ),
+        (
+            "https://hooks.example.com:8443/in?a=1",
+            "2606:2800:21f::1",
+            "https://[2606:2800:21f::1]:8443/in?a=1",
+            "hooks.example.com:8443",
+            "hooks.example.com",
+        ),
+    ],
+)
+def test_a_delivery_goes_to_the_address_that_was_checked(url, address, sent_to, host, sni):
+    """Not to what the name resolves to a moment later (DNS rebinding)."""
+    pinned_url, headers, extensions = pinned(url, address)
+    assert pinned_url == sent_to and headers == {"Host": host}
+    assert extensions.get("sni_hostname") == sni
+
+
+async def test_a_pinned_delivery_keeps_the_hosts_name_in_its_host_header(people, app, monkeypatch):
+    """End to end: `hooks.test` resolves (for the check only, and to loopback counted as
+    public for once); the request goes to that address and still names the host."""
+    import socket
+
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def resolve(host, port, **kwargs):
+        if host != "hooks.test":  # the database's and Redis's own connections
+            return await real(host, port, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+    monkeypatch.setattr("chat.webhooks._special", lambda address: False)
+    app.state.webhooks.settings = replace(app.state.settings, webhook_allow_private=False)
+    alice = await people("alice")
+    room = await alice.create_room("ops")
+    async with Receiver() as receiver:
+        await outgoing_bot(app, room, f"http://hooks.test:{receiver.port}/hook")
+        await alice.say(room, "@echo pinned")
+        [row] = await delivered(app)
+    assert row.state == DeliveryState.DELIVERED
+    [(headers, _)] = receiver.requests
+    assert headers["host"] == f"hooks.test:{receiver.port}"
