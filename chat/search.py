@@ -14,6 +14,7 @@ messages cannot appear in results or snippets.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -271,6 +272,7 @@ def statement(
         Message.room_id,
         Message.seq,
         Message.body,
+        Message.html,
         Message.created_at,
         Room.name.label("room_name"),
         User.username.label("author"),
@@ -325,6 +327,7 @@ class Hit:
     author: str | None
     created_at: datetime
     snippet: Markup
+    html: Markup  # the message as its room shows it, the matching words marked
 
 
 @dataclass(frozen=True)
@@ -370,6 +373,7 @@ async def search(
             author=row.author,
             created_at=row.created_at,
             snippet=snippet(row.body, query),
+            html=highlighted(row.html, query),
         )
         for row in rows[:limit]
     ]
@@ -442,3 +446,28 @@ def snippet(body: str, query: Query, width: int = SNIPPET_CHARS) -> Markup:
     pieces.append(escape(window[position:]))
     pieces.append("…" if end < len(text_) else "")
     return Markup("").join(pieces)
+
+
+_TAG = re.compile(r"(<[^>]*>)")
+
+
+def highlighted(message_html: str, query: Query) -> Markup:
+    """A message's HTML as chat.sanitize made it (so: well-formed, every tag allowed,
+    text escaped), with the matching words in <mark> in its text only, never inside a
+    tag or an attribute."""
+    pattern = _highlighter(query)
+    if pattern is None:
+        return Markup(message_html)  # noqa: S704 (sanitized when the message was stored)
+    pieces: list[str] = []
+    for piece in _TAG.split(message_html):
+        if piece.startswith("<"):
+            pieces.append(piece)
+            continue
+        text_ = html.unescape(piece)
+        position = 0
+        for match in pattern.finditer(text_):
+            pieces.append(escape(text_[position : match.start()]))
+            pieces.append(Markup("<mark>{}</mark>").format(match.group()))
+            position = match.end()
+        pieces.append(escape(text_[position:]))
+    return Markup("".join(pieces))  # noqa: S704 (sanitized tags, escaped text)

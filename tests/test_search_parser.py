@@ -5,7 +5,8 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat.search import Query, Term, parse, snippet
+from chat.sanitize import render
+from chat.search import Query, Term, highlighted, parse, snippet
 
 SYNTAX = ['"', "-", "*", "^", ":", "(", ")", "NEAR(", "OR", "AND", "NOT", "'", "\\", "&", "|"]
 OPERATORS = ["from:", "in:", "before:", "after:", "has:", "is:", "foo:"]
@@ -121,3 +122,14 @@ def test_snippets_of_long_messages_start_near_the_first_match():
 
 def test_a_one_letter_last_word_is_a_whole_word():
     assert parse("plan a").terms[-1] == Term("a", ("a",))
+
+
+def test_a_results_message_is_its_room_html_with_words_marked_in_its_text_only():
+    html = render("the **launch** of `v3`: see [the plan](https://example.com/launch)")
+    marked = str(highlighted(html, parse("launch")))
+    assert "<strong><mark>launch</mark></strong>" in marked
+    assert 'href="https://example.com/launch"' in marked  # attributes untouched
+    assert "<mark>the</mark>" not in marked and "<code>v3</code>" in marked
+    assert str(highlighted("<p>&lt;script&gt;</p>", parse("script"))) == (
+        "<p>&lt;<mark>script</mark>&gt;</p>"
+    )

@@ -774,6 +774,45 @@
     });
   }
 
+  // --- Images open in a viewer (a <dialog>: Esc closes it and focus goes back to the
+  // thumbnail); without this script their link opens the image in a new tab. ---------
+  var viewer = document.getElementById("image-viewer");
+  var viewerOpener = null;
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-image-viewer]");
+    if (!link || !viewer || event.button !== 0) return;
+    if (event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    var thumbnail = link.querySelector("img");
+    var name = thumbnail ? thumbnail.getAttribute("alt") : "";
+    var image = viewer.querySelector("[data-viewer-image]");
+    image.src = link.href;
+    image.alt = name;
+    viewer.querySelector("[data-viewer-title]").textContent = name || "Image";
+    viewer.querySelector("[data-viewer-name]").textContent = " " + name;
+    var download = viewer.querySelector("[data-viewer-download]");
+    download.href = link.href;
+    download.setAttribute("download", link.dataset.downloadName || "");
+    viewerOpener = link;
+    viewer.showModal();
+    viewer.querySelector("[data-viewer-close]").focus();
+  });
+  if (viewer) {
+    viewer.querySelector("[data-viewer-close]").addEventListener("click", function () {
+      viewer.close();
+    });
+    // A click on the backdrop (the dialog itself, outside its content) closes it too.
+    viewer.addEventListener("click", function (event) {
+      if (event.target === viewer) viewer.close();
+    });
+    viewer.addEventListener("close", function () {
+      viewer.querySelector("[data-viewer-image]").removeAttribute("src");
+      var lost = !document.activeElement || document.activeElement === document.body;
+      if (lost && viewerOpener && document.body.contains(viewerOpener)) viewerOpener.focus();
+      viewerOpener = null;
+    });
+  }
+
   // --- Keyboard shortcuts; templates/_shortcuts.html lists them for people. ---------
   var shortcuts = document.getElementById("shortcuts");
   var focusBeforeShortcuts = null;

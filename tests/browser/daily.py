@@ -31,11 +31,13 @@ class Seeder:
         self.username = username
         self.token = ""
 
-    def post(self, path: str, form: dict[str, str] | None = None) -> httpx.Response:
+    def post(
+        self, path: str, form: dict[str, str] | None = None, files: list | None = None
+    ) -> httpx.Response:
         if not self.token:
             page = self.client.get("/login", follow_redirects=True).text
             self.token = CSRF_META.search(page).group(1)
-        return self.client.post(path, data={"csrf_token": self.token, **(form or {})})
+        return self.client.post(path, data={"csrf_token": self.token, **(form or {})}, files=files)
 
     def sign_up(self) -> Seeder:
         response = self.post("/signup", {"username": self.username, "password": PASSWORD})
