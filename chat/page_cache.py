@@ -174,11 +174,13 @@ class PageCache:
         """The page `render` makes for this request: kept, or rendered and kept."""
         if not self.enabled or request.method != "GET":
             return await render()
-        user = request.state.user
+        user, scope = request.state.user, request.scope
         key = (
             user.id,
-            request.url.path,
-            request.scope["query_string"],
+            # Not request.url: building it costs more than the rest of the key.
+            scope.get("root_path", ""),
+            scope["path"],
+            scope["query_string"],
             request.headers.get("host"),
             is_htmx(request),
             is_history_restore(request),
