@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from chat.api.errors import error_response, is_machine_path
 from chat.auth import CSRFMiddleware
+from chat.avatars import colour, initials
 from chat.broker import BrokerUnavailable, create_broker
 from chat.db import create_engine, create_sessionmaker, is_disconnect
 from chat.html_cache import HtmlCache
@@ -76,6 +77,8 @@ def create_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=PACKAGE / "templates")
     templates.env.bytecode_cache = COMPILED_TEMPLATES
     templates.env.globals["reaction_choices"] = REACTION_CHOICES
+    templates.env.globals["avatar_initials"] = initials
+    templates.env.globals["avatar_colour"] = colour
     urls: dict[tuple[Any, ...], str] = {}
 
     @pass_context

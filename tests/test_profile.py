@@ -1,7 +1,12 @@
 """The profile on /account (issue 23, "Accounts"): display name and time zone."""
 
+import io
+
+from PIL import Image
+
 from chat.models import User
 from tests.support import Person
+from tests.test_attachments import png, png_header_only
 
 
 async def profile_of(app, username: str) -> tuple[str, str]:
@@ -55,3 +60,38 @@ async def test_the_profile_form_is_on_the_account_page(people):
     page = (await alice.get("/account")).text
     assert 'name="display_name"' in page and '<option selected value="">' not in page
     assert "<option>Europe/Paris</option>" in page
+
+
+async def test_a_picture_is_re_encoded_to_a_small_square_and_shown_beside_messages(
+    people, app, media_dir
+):
+    alice, bob = await people("alice"), await people("bob")
+    room_id = await alice.create_room("team")
+    await bob.join(room_id)
+    await alice.say(room_id, "hello")
+    page = (await bob.get(f"/rooms/{room_id}")).text
+    assert 'class="avatar avatar-c' in page and ">AL</span>" in page  # initials first
+
+    big = png(300, 200, comment="secret exif-like text")
+    response = await alice.post("/account/avatar", files=[("files", ("me.png", big, "image/png"))])
+    assert response.status_code == 303, response.text
+    async with app.state.db() as db:
+        key = (await User.by_username(db, "alice")).avatar_key
+    assert key
+    page = (await bob.get(f"/rooms/{room_id}")).text
+    assert f'src="/avatars/{key}"' in page
+    picture = await bob.get(f"/avatars/{key}")
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(picture.content)) as image:
+        assert image.size == (128, 128) and "Comment" not in image.info
+    assert b"secret exif-like text" not in picture.content
+
+    for name, data in (("notes.txt", b"just text"), ("bomb.png", png_header_only(20000, 20000))):
+        response = await alice.post("/account/avatar", files=[("files", (name, data, "image/png"))])
+        assert response.status_code == 400 and 'role="alert"' in response.text
+    async with app.state.db() as db:
+        assert (await User.by_username(db, "alice")).avatar_key == key  # unchanged
+
+    assert (await alice.post("/account/avatar/remove")).status_code == 303
+    assert (await bob.get(f"/avatars/{key}")).status_code == 404
+    assert f"/avatars/{key}" not in (await bob.get(f"/rooms/{room_id}")).text

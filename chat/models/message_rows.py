@@ -65,6 +65,8 @@ class MessageContent(NamedTuple):
     reaction_groups: list[tuple[str, list[str]]]
     # The author's display name ("" for none): shown beside their username.
     author_display: str = ""
+    # The storage key of the author's profile picture, if any.
+    author_avatar: str | None = None
 
     @property
     def version(self) -> MessageVersion:

@@ -134,6 +134,10 @@ class Message(Base):
         return self.author.display_name if self.author else ""
 
     @property
+    def author_avatar(self) -> str | None:
+        return self.author.avatar_key if self.author else None
+
+    @property
     def version(self) -> MessageVersion:
         """Everything its rendered HTML depends on (see MessageHead)."""
         original = self.reply_to.changed if self.reply_to is not None else None
@@ -452,6 +456,7 @@ class Message(Base):
                 attachments=files.get(row.id, []),
                 reaction_groups=group_reactions(reactions.get(row.id, ())),
                 author_display=row.author_display,
+                author_avatar=row.author_avatar,
             )
             for row in rows
         ]
@@ -625,6 +630,7 @@ _CONTENTS = (
         Message.seq,
         func.coalesce(User.username, "").label("author_name"),
         func.coalesce(User.display_name, "").label("author_display"),
+        User.avatar_key.label("author_avatar"),
         Message.created_at,
         Message.edited_at,
         Message.deleted_at.is_not(None).label("is_deleted"),

@@ -49,6 +49,8 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
     # An IANA zone ("Europe/Paris") the pages show times in; empty: the browser's own.
     time_zone: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # The storage key of their profile picture (chat/avatars.py), if they chose one.
+    avatar_key: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def is_active(self) -> bool:
@@ -124,6 +126,15 @@ class User(Base):
         )
         await db.commit()
         self.display_name, self.time_zone = display_name, time_zone
+
+    async def set_avatar(self, db: AsyncSession, key: str | None) -> None:
+        await db.execute(update(User).where(User.id == self.id).values(avatar_key=key))
+        await db.commit()
+        self.avatar_key = key
+
+    @classmethod
+    async def avatar_exists(cls, db: AsyncSession, key: str) -> bool:
+        return await db.scalar(select(cls.id).where(cls.avatar_key == key)) is not None
 
     async def mark_deleted(self, db: AsyncSession) -> None:
         """Deleted by its owner: deactivated, and its username reserved from now."""

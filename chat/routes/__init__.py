@@ -55,6 +55,14 @@ routes = [
     Route("/logout", sessions.logout, methods=["POST"], name="logout"),
     Route("/account", account.page, methods=["GET"], name="account"),
     Route("/account/profile", account.profile, methods=["POST"], name="account_profile"),
+    Route("/account/avatar", account.set_avatar, methods=["POST"], name="account_avatar"),
+    Route(
+        "/account/avatar/remove",
+        account.remove_avatar,
+        methods=["POST"],
+        name="remove_avatar",
+    ),
+    Route("/avatars/{key}", account.avatar, methods=["GET"], name="avatar"),
     Route("/account/delete", account.delete, methods=["POST"], name="delete_account"),
     Route("/account/password", account.change_password, methods=["POST"], name="change_password"),
     Route(

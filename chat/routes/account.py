@@ -8,25 +8,30 @@ import re
 import unicodedata
 import zoneinfo
 
+import anyio
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from chat import rate_limits
 from chat.accounts import delete_account, end_sessions
 from chat.auth import SESSION_COOKIE, cookie_name, hash_password, login_required, verify_password
+from chat.avatars import make_avatar
 from chat.models import AuthSession, Message, User
 from chat.passwords import MAX_PASSWORD, password_problem
 from chat.rate_limits import RateLimited
 from chat.room_names import FORBIDDEN_CATEGORIES
-from chat.routes.forms import read_form
+from chat.routes.forms import message_form, read_form
+from chat.uploads import InvalidAttachment
 
 log = structlog.get_logger("chat.account")
 
 # What the page says after a change it redirected from (?done=…).
 DONE = {
     "profile": "Your profile is saved.",
+    "avatar": "Your picture is saved.",
+    "avatar_removed": "Your picture is removed: your initials show instead.",
     "password": "Your password is changed. Every other session of your account is signed out.",
     "session": "That session is signed out.",
     "others": "Every other session of your account is signed out.",
@@ -40,6 +45,7 @@ async def _page(
     refusal: str = "",
     delete_refusal: str = "",
     profile_refusal: str = "",
+    avatar_refusal: str = "",
     status: int = 200,
     headers: dict | None = None,
 ) -> Response:
@@ -55,6 +61,7 @@ async def _page(
             "refusal": refusal,
             "delete_refusal": delete_refusal,
             "profile_refusal": profile_refusal,
+            "avatar_refusal": avatar_refusal,
             "time_zones": TIME_ZONES,
             "sessions": [
                 {
@@ -162,6 +169,59 @@ async def profile(request: Request) -> Response:
             await Message.author_changed(db, user.id)
     log.info("user.profile_changed", user_id=user.id)
     return _back(request, "profile")
+
+
+@login_required
+async def set_avatar(request: Request) -> Response:
+    """A multipart form: `csrf_token` first, then the image as `files`. It is re-encoded
+    to one small square PNG (chat/avatars.py) and shown beside every message of theirs."""
+    state, user = request.app.state, request.state.user
+    try:
+        async with message_form(request) as form:
+            if len(form.uploads) != 1:
+                raise InvalidAttachment("Choose one image file.")
+            upload = form.uploads[0]
+            target = upload.path.with_name(upload.path.name + ".png")
+            await anyio.to_thread.run_sync(
+                make_avatar, upload, target, state.settings.max_image_pixels
+            )
+            key = await state.messages.storage.put(target)
+    except InvalidAttachment as exc:
+        return await _page(request, avatar_refusal=str(exc), status=exc.status)
+    await _replace_avatar(request, user, key)
+    return _back(request, "avatar")
+
+
+@login_required
+async def remove_avatar(request: Request) -> Response:
+    await _replace_avatar(request, request.state.user, None)
+    return _back(request, "avatar_removed")
+
+
+async def _replace_avatar(request: Request, user: User, key: str | None) -> None:
+    old = user.avatar_key
+    async with request.app.state.db() as db:
+        await user.set_avatar(db, key)
+        await Message.author_changed(db, user.id)
+    if old:
+        await request.app.state.messages.storage.delete([old])
+    log.info("user.avatar_changed", user_id=user.id)
+
+
+@login_required
+async def avatar(request: Request) -> Response:
+    """A profile picture, for anyone signed in: its key is random and names one image
+    for ever, so browsers may keep it."""
+    key = request.path_params["key"]
+    async with request.app.state.db() as db:
+        exists = len(key) <= 64 and await User.avatar_exists(db, key)
+    if not exists:
+        raise HTTPException(404, "There is no such picture.")
+    return StreamingResponse(
+        request.app.state.messages.storage.read(key),
+        media_type="image/png",
+        headers={"Cache-Control": "private, max-age=31536000, immutable"},
+    )
 
 
 @login_required
