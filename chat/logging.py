@@ -17,8 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("chat")
 
-# A path that is itself a secret (an incoming webhook's URL) is logged without it.
-SECRET_PATHS = ("/hooks/",)
+# A path that is itself a secret (an incoming webhook's URL, an invite or a password-reset
+# link) is logged without it.
+SECRET_PATHS = ("/hooks/", "/invites/", "/reset/")
 
 
 def loggable_path(path: str) -> str:

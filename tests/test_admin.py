@@ -240,3 +240,16 @@ async def test_a_deactivated_accounts_api_tokens_stop_working(people, admin, app
     await admin.post(f"/admin/users/{bob.id}/deactivate")
     async with app.state.db() as db:
         assert await ApiToken.by_secret(db, secret) is None
+
+
+async def test_a_password_reset_token_never_reaches_the_log(people, anonymous, admin, app, capsys):
+    await people("bob")
+    bob_id = (await user_named(app, "bob")).id
+    response = await admin.post(f"/admin/users/{bob_id}/reset-password")
+    path = re.search(r'value="http://testserver(/reset/[^"]+)"', response.text)[1]
+    capsys.readouterr()
+    await anonymous.get(path)
+    await anonymous.post(path, {"password": "a fresh long secret"})
+    logged = capsys.readouterr().err
+    token = path.rsplit("/", 1)[1]
+    assert '"path": "/reset/{secret}"' in logged and token not in logged

@@ -163,3 +163,15 @@ async def test_only_owners_make_and_revoke_invites_and_bad_choices_are_400(peopl
     assert (await bob.post(f"/rooms/{room_id}/invites/{invite.id}/revoke")).status_code == 403
     for path in ("/invites/nope", "/invites/" + "x" * 200):
         assert (await bob.get(path)).status_code == 404
+
+
+async def test_an_invite_token_never_reaches_the_log(people, capsys):
+    alice, bob = await people("alice"), await people("bob")
+    room_id = await alice.create_room("secret", "private")
+    path = await make_invite(alice, room_id)
+    capsys.readouterr()
+    await bob.get(path)
+    await bob.post(path)
+    logged = capsys.readouterr().err
+    token = path.rsplit("/", 1)[1]
+    assert '"path": "/invites/{secret}"' in logged and token not in logged
