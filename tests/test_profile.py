@@ -34,11 +34,21 @@ async def test_a_display_name_shows_beside_every_message_and_mentions_keep_the_u
     assert page.count('<span class="author">Alice Liddell</span>') == 2
     assert page.count('<span class="author-username">@alice</span>') == 2
     assert 'data-author="alice"' in page and 'data-username="alice"' in page  # the mention
+    assert '<span class="member-username">@alice</span>' in page  # the member list too
     assert 'data-time-zone="Europe/Paris"' in (await alice.get("/")).text
     assert "data-time-zone" not in (await bob.get("/")).text
 
     await alice.post("/account/profile", {"display_name": "", "time_zone": ""})
     assert "Alice Liddell" not in (await bob.get(f"/rooms/{room_id}")).text
+
+
+async def test_a_new_display_name_shows_in_member_lists_of_rooms_never_written_in(people):
+    alice, bob = await people("alice"), await people("bob")
+    room_id = await bob.create_room("quiet")
+    await alice.join(room_id)
+    assert "Alice Liddell" not in (await bob.get(f"/rooms/{room_id}")).text  # now kept
+    await alice.post("/account/profile", {"display_name": "Alice Liddell", "time_zone": ""})
+    assert "<span>Alice Liddell</span>" in (await bob.get(f"/rooms/{room_id}")).text
 
 
 async def test_bad_profile_input_is_400_and_changes_nothing(people, app):

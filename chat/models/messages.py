@@ -191,6 +191,14 @@ class Message(Base):
         room_ids = list(
             await db.scalars(select(cls.room_id).where(cls.author_id == user_id).distinct())
         )
+        # The rooms they are in show them in their member lists: those pages are of an
+        # older version too.
+        member_of = select(Membership.room_id).where(Membership.user_id == user_id)
+        await db.execute(
+            update(Room)
+            .where(Room.id.in_(member_of), Room.id.not_in(room_ids))
+            .values(last_change=Room.last_change + 1)
+        )
         for room_id in room_ids:
             change = await db.scalar(
                 update(Room)

@@ -63,6 +63,7 @@ class Member(NamedTuple):
     id: int
     username: str
     is_owner: bool
+    display_name: str = ""
 
 
 class RoomKind(enum.StrEnum):
@@ -494,7 +495,7 @@ _VISIBLE_ROOM = (
 )
 
 _MEMBERS = (
-    select(User.id, User.username, Membership.role == Role.OWNER)
+    select(User.id, User.username, Membership.role == Role.OWNER, User.display_name)
     .join(Membership, Membership.user_id == User.id)
     .where(Membership.room_id == ROOM)
     .order_by(func.lower(User.username))
