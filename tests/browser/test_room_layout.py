@@ -209,3 +209,29 @@ async def test_messages_in_a_row_by_one_author_are_grouped_and_their_actions_rea
     await page.keyboard.press("Enter")
     await expect(page.locator("#message-4 .message-menu")).to_be_visible()
     await carol.assert_accessible()
+
+
+# --- light and dark --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["desktop", "phone"])
+async def test_the_room_passes_axe_in_light_and_dark_with_its_menus_and_dialogs(
+    visit, viewport, dark
+):
+    alice = await visit("alice", viewport=viewport, dark=dark)
+    page = alice.page
+    await page.goto(f"/rooms/{GENERAL}")
+    scheme = await page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
+    assert scheme is dark
+    await alice.assert_accessible()
+    await page.locator(f"#message-{HISTORY}").get_by_role("button", name="More").click()
+    await expect(page.locator(".message-menu")).to_be_visible()
+    await alice.assert_accessible()
+    await page.keyboard.press("Escape")
+    await page.get_by_role("link", name="Remove bob").click()
+    await expect(page.get_by_role("dialog")).to_be_visible()
+    await alice.assert_accessible()
+    await page.keyboard.press("Escape")
+    await page.goto("/")
+    await alice.assert_accessible()
