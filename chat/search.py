@@ -343,11 +343,15 @@ async def search(
     *,
     before_id: int | None = None,
     limit: int = PAGE_SIZE,
+    rooms: frozenset[int] = frozenset(),
 ) -> Results:
+    """`rooms`, when given, narrows to those rooms as in:ROOM would (an API token's)."""
     if query.is_empty:
         return Results([], None)
     dialect = db.get_bind().dialect.name
     names = await resolve(db, query)
+    if rooms:
+        names = Names(names.authors, (*names.rooms, tuple(sorted(rooms))))
 
     async def newest(limit: int, **bounds: Any) -> list[Row]:
         found = await db.execute(statement(query, viewer, dialect, names, limit=limit, **bounds))

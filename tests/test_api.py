@@ -6,6 +6,7 @@ import json
 import pytest
 
 from chat.models import Message
+from chat.search import PAGE_SIZE
 from tests.api_support import app_client, make_bot, token_for
 
 ROOM = "/api/v1/rooms/{room}"
@@ -208,6 +209,21 @@ async def test_search_uses_the_query_language_and_the_tokens_rooms(app, people):
         scoped = (await bot.get("/api/v1/search", params={"q": "deploy in:ops"})).json()
         assert len(scoped["results"]) == 1
         assert (await bot.get("/api/v1/search", params={"q": "x" * 501})).status_code == 400
+
+
+async def test_a_room_limited_tokens_search_finds_its_rooms_matches_under_newer_ones_elsewhere(
+    app, people
+):
+    alice = await people("alice")
+    ops, other = await alice.create_room("ops"), await alice.create_room("other")
+    await alice.say(ops, "deploy finished")
+    for number in range(PAGE_SIZE + 1):  # a whole page of newer matches the token may not see
+        await alice.say(other, f"deploy {number}")
+    await make_bot(app, "echo", rooms=[ops, other])
+    async with app_client(app, await token_for(app, "echo", rooms=[ops])) as bot:
+        found = (await bot.get("/api/v1/search", params={"q": "deploy"})).json()
+    assert [hit["room"] for hit in found["results"]] == ["ops"]
+    assert found["before"] is None
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,9 @@ async def search_messages(request: Request) -> Response:
     before = query_number(request, "before")
     token = request.state.token
     async with request.app.state.db() as db:
-        results = await search(db, viewer(request), parse(text), before_id=before)
+        results = await search(
+            db, viewer(request), parse(text), before_id=before, rooms=token.rooms
+        )
     return JSONResponse(
         {
             "results": [
