@@ -110,3 +110,56 @@ async def test_typing_notices_never_hit_the_limit_however_fast_one_sends(visit, 
         await expect(page.locator(f"#message-{n + 2}")).to_be_visible()
     await expect(composer).to_be_focused()
     assert statuses and 429 not in statuses, statuses
+
+
+# --- the composer's helpers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["desktop", "phone"])
+async def test_mentions_are_suggested_from_the_members_and_taken_by_keyboard(
+    visit, daily_people, viewport
+):
+    room_id = room_of_three(daily_people, f"suggest {viewport['width']}", 1)
+    alice = await visit("alice", viewport=viewport)
+    page = alice.page
+    await live(page, f"/rooms/{room_id}")
+    composer = page.get_by_role("textbox", name="Message")
+    await composer.press_sequentially("thanks @")
+    suggestions = page.get_by_role("listbox", name="Members to mention")
+    await expect(suggestions.get_by_role("option")).to_have_text(["@bob", "@carol"])
+    await expect(composer).to_have_attribute("aria-activedescendant", "mention-option-0")
+    await expect(page.locator("#mention-status")).to_contain_text("2 members to mention")
+    await alice.assert_accessible()
+    await composer.press("ArrowDown")
+    await expect(suggestions.get_by_role("option", name="@carol")).to_have_attribute(
+        "aria-selected", "true"
+    )
+    await composer.press("Enter")  # takes the suggestion, does not send
+    await expect(composer).to_have_value("thanks @carol ")
+    await expect(suggestions).to_have_count(0)
+    await composer.press_sequentially("and @b")
+    await expect(suggestions.get_by_role("option")).to_have_text(["@bob"])
+    await composer.press("Escape")
+    await expect(suggestions).to_have_count(0)
+    await composer.press("Enter")
+    await expect(page.locator("#message-2 .mention")).to_have_text(["@carol"])
+    await expect(composer).to_be_focused()
+
+
+async def test_up_in_an_empty_composer_edits_ones_last_message(visit, daily_people):
+    room_id = room_of_three(daily_people, "arrow up", 3)
+    bob = await visit("bob")
+    page = bob.page
+    await live(page, f"/rooms/{room_id}")
+    composer = page.get_by_role("textbox", name="Message")
+    await composer.fill("my newest")
+    await composer.press("Enter")
+    await expect(page.locator("#message-4")).to_be_visible()
+    await expect(composer).to_be_focused()
+    await composer.press("ArrowUp")
+    editor = page.locator("#message-4 .edit-form textarea")
+    await expect(editor).to_be_focused()
+    await expect(editor).to_have_value("my newest")
+    await editor.fill("my newest, edited")
+    await editor.press("Enter")
+    await expect(page.locator("#message-4 .body")).to_have_text("my newest, edited")
