@@ -31,6 +31,7 @@ def paths():
         yield path + "/x"
         yield path + "/"
     yield from ("/", "", "/nothing", "/rooms/abc", "/static/app.css", "/api/v1/rooms/7/messages")
+    yield from ("//", "/rooms//messages", "/rooms/7//", "/static/", "/static/a/b/c.css", "/x/7/7")
 
 
 def test_every_path_and_method_goes_to_the_route_starlette_would_choose():
