@@ -108,6 +108,17 @@ async def test_bad_admin_requests_change_nothing(admin, app):
     assert await audit_actions(app) == []
 
 
+async def test_a_nul_character_in_a_search_or_a_username_answers_without_a_500(people, admin):
+    bob = await people("bob")
+    room_id = await bob.create_room("team")
+    assert (await admin.get("/admin", params={"q": "\x00"})).status_code == 200
+    assert (await admin.get("/admin/rooms", params={"q": "te\x00am"})).status_code == 200
+    owner = await admin.post(f"/admin/rooms/{room_id}/owner", {"username": "bob\x00"})
+    assert owner.status_code == 400
+    added = await bob.post(f"/rooms/{room_id}/members", {"username": "\x00"})
+    assert added.status_code == 400
+
+
 async def test_deactivation_closes_the_accounts_open_streams(visitors, live_server, database_url):
     root, bob = await visitors("root"), await visitors("bob")
     await make_admin(database_url, "root")

@@ -240,6 +240,8 @@ class Room(Base):
     async def named_like(cls, db: AsyncSession, text: str, limit: int) -> list[tuple[Room, int]]:
         """Rooms (not direct conversations) whose name contains `text`, by name, with
         their member counts: the administrators' list."""
+        if "\x00" in text:  # no name holds one, and PostgreSQL refuses it in a query
+            return []
         pattern = "%" + like_escaped(room_name_key(text)) + "%"
         members = (
             select(func.count())

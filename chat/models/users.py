@@ -62,6 +62,8 @@ class User(Base):
 
     @classmethod
     async def by_username(cls, db: AsyncSession, username: str) -> User | None:
+        if "\x00" in username:  # no name holds one, and PostgreSQL refuses it in a query
+            return None
         return await db.scalar(select(cls).where(func.lower(cls.username) == username.lower()))
 
     @classmethod
@@ -97,6 +99,8 @@ class User(Base):
     @classmethod
     async def search(cls, db: AsyncSession, text: str, limit: int) -> list[User]:
         """Accounts whose username contains `text` (any letter case), by username."""
+        if "\x00" in text:  # no name holds one, and PostgreSQL refuses it in a query
+            return []
         pattern = "%" + like_escaped(text.lower()) + "%"
         rows = await db.scalars(
             select(cls)
