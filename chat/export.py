@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Table, func, select
+from sqlalchemy import DateTime, Table, func, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
@@ -86,14 +86,13 @@ def _line(table: str, row: dict[str, Any]) -> str:
 def _room_queries(room_id: int) -> list[tuple[str, Select]]:
     """Each table's rows that belong to the room, in export order."""
     messages = select(Message.id).where(Message.room_id == room_id)
-    people = (
-        select(Membership.user_id)
-        .where(Membership.room_id == room_id)
-        .union(
-            select(Message.author_id).where(
-                Message.room_id == room_id, Message.author_id.is_not(None)
-            )
-        )
+    # Everyone the room's rows name, members or not (any more): importable on its own.
+    people = union(
+        select(Membership.user_id).where(Membership.room_id == room_id),
+        select(Message.author_id).where(Message.room_id == room_id),
+        select(Room.created_by_id).where(Room.id == room_id),
+        select(Reaction.user_id).where(Reaction.message_id.in_(messages)),
+        select(Mention.user_id).where(Mention.message_id.in_(messages)),
     )
     users = User.__table__
     return [

@@ -171,3 +171,27 @@ def test_on_postgresql_backup_prints_the_pg_dump_command_without_the_password(tm
         "pg_dump --format=custom" in done.stdout and "postgresql://chat@db.example" in done.stdout
     )
     assert "s3cret" not in done.stdout
+
+
+async def test_a_rooms_export_imports_on_its_own_with_accounts_that_cannot_sign_in(
+    people, empty_database, tmp_path, app
+):
+    alice, bob, carol = await people("alice"), await people("bob"), await people("carol")
+    room_id = await alice.create_room("team")
+    for person in (bob, carol):
+        await person.join(room_id)
+    await alice.say(room_id, "hello @carol")
+    await bob.post(f"/rooms/{room_id}/messages/1/reactions", {"emoji": "👍"})
+    await bob.post(f"/rooms/{room_id}/leave")  # named by a reaction, no longer a member
+    await carol.post(f"/rooms/{room_id}/leave")  # named by a mention only
+    export = tmp_path / "room.ndjson"
+    export.write_bytes((await alice.get(f"/rooms/{room_id}/export")).content)
+    done = await asyncio.to_thread(chat, empty_database, "import", str(export))
+    assert done.returncode == 0, export.read_text()
+    again = await asyncio.to_thread(chat, empty_database, "export")
+    users = [json.loads(line) for line in again.stdout.splitlines()[1:4]]
+    assert [(u["username"], u["password_hash"]) for u in users] == [
+        ("alice", ""),
+        ("bob", ""),
+        ("carol", ""),
+    ]
