@@ -109,6 +109,20 @@ async def test_a_private_room_is_404_to_a_non_member_bot_and_to_a_token_of_other
             }
 
 
+async def test_an_id_of_thousands_of_digits_in_the_path_is_a_json_404_not_a_500(
+    app, room_with_bot
+):
+    huge = "9" * 5000  # past what Python converts to an int
+    async with app_client(app, await token_for(app, "echo")) as echo:
+        for method, path, body, _ in ROUTES:
+            if "{room}" in path:
+                response = await call(echo, method, path, body, huge)
+                assert response.status_code == 404, (method, path, response.status_code)
+                assert response.json()["error"] == "not_found"
+        response = await echo.get(f"/api/v1/rooms/{room_with_bot}/messages/{huge}")
+        assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
 async def test_a_non_member_bot_reads_a_public_room_and_must_join_to_post(app, people):
     alice = await people("alice")
     room = await alice.create_room("lobby")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
+from chat import path_numbers  # noqa: F401  (registers {name:int} before the routes below)
 from chat.api import hooks, messages, openapi, search, stream
 
 PREFIX = "/api/v1"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from chat import path_numbers  # noqa: F401  (registers {name:int} before the routes below)
 from chat.api.routes import routes as api_routes
 from chat.routes import (
     account,
@@ -32,18 +32,6 @@ from chat.routes import (
 )
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-
-
-class PathNumber(IntegerConvertor):
-    """`{name:int}` in a path: at most 18 digits (ids are checked against the columns'
-    range where they are used). Starlette's own matches any number of digits, and
-    converting 5,000 of them fails (Python refuses over 4,300), which was a 500; a
-    longer number now matches no route, a 404."""
-
-    regex = "[0-9]{1,18}"
-
-
-register_url_convertor("int", PathNumber())
 
 routes = [
     Route("/", rooms.index, name="index"),
