@@ -221,9 +221,21 @@ def create_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(command: str, done: int, total: int) -> None:
+    """A progress bar on stderr, redrawn in place: `[#####.....]  52%  520,000 of 1,000,000`."""
+    share = done / total if total else 1.0
+    bar = "#" * int(share * 30)
+    print(
+        f"\rchat {command}: [{bar:<30}] {share:4.0%}  {done:,} of {total:,} rows",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 async def _export(room_id: int | None, output) -> int:
     from chat.db import create_engine
-    from chat.export import export_lines
+    from chat.export import count_rows, export_lines
 
     engine = create_engine(Settings.from_env().database_url)
     count = 0
@@ -233,14 +245,15 @@ async def _export(room_id: int | None, output) -> int:
     try:
         async with engine.execution_options(**snapshot).connect() as connection:
             await connection.begin()
+            total = await count_rows(connection, room_id)
             async for line in export_lines(connection, room_id):
                 output.write(line + "\n")
                 count += 1
                 if count % 10_000 == 0:
-                    print(f"\rchat export: {count:,} rows", end="", file=sys.stderr, flush=True)
+                    _progress("export", count, total)
     finally:
         await engine.dispose()
-    print(f"\rchat export: {count - 1:,} rows written", file=sys.stderr)
+    print(f"\nchat export: {count - 1:,} rows written", file=sys.stderr)
     return 0
 
 

@@ -153,6 +153,17 @@ async def export_lines(
             yield _line(table, dict(row))
 
 
+async def count_rows(connection: AsyncConnection, room_id: int | None = None) -> int:
+    """How many rows the export will have (for its progress bar)."""
+    queries = _instance_queries() if room_id is None else _room_queries(room_id)
+    total = 0
+    for _, query in queries:
+        total += await connection.scalar(
+            select(func.count()).select_from(query.order_by(None).subquery())
+        )
+    return total
+
+
 async def is_empty(connection: AsyncConnection) -> bool:
     for table in (User.__table__, Room.__table__):
         if await connection.scalar(select(func.count()).select_from(table)):
