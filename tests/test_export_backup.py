@@ -110,6 +110,49 @@ async def test_members_download_a_rooms_export_without_anyones_password_hash(peo
     assert (await carol.get(f"/rooms/{room_id}/export")).status_code == 404
 
 
+async def test_a_rooms_export_gives_its_database_connection_back_before_the_download_starts(
+    people, app
+):
+    # A slow reader would otherwise hold it for as long as the download takes: on SQLite
+    # the one pooled connection, and every other request waits for it.
+    alice = await people("alice")
+    room_id = await alice.create_room("ops")
+    await alice.say(room_id, "for the record")
+    pool = app.state.db.kw["bind"].sync_engine.pool
+    cookie = "; ".join(f"{name}={value}" for name, value in alice.client.cookies.items())
+    path = f"/rooms/{room_id}/export"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    held_while_sending = []
+
+    requested = []
+
+    async def receive():
+        if requested:  # the client stays connected: wait as a server would
+            await asyncio.Event().wait()
+        requested.append(True)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.body" and message.get("body"):
+            held_while_sending.append(pool.checkedout())
+
+    await app(scope, receive, send)
+    assert held_while_sending and set(held_while_sending) == {0}
+
+
 @pytest.mark.bulk
 @pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's is pg_dump's (below)
 async def test_a_backup_taken_while_posting_holds_every_acknowledged_message(

@@ -5,8 +5,10 @@ every room of the viewer's. Each section is a partial (templates/room_settings/_
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
 
+import anyio
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,6 +30,8 @@ from chat.routes.forms import read_form
 from chat.routes.rooms import find_membership, room_state_changed
 
 log = structlog.get_logger("chat.room_settings")
+EXPORT_WRITE_LINES = 500  # lines written to the spool file per hop to a thread
+EXPORT_READ_BYTES = 64 * 1024
 
 # What the page says after a change it redirected from (?done=…).
 DONE = {
@@ -199,15 +203,33 @@ async def mark_all_read(request: Request) -> Response:
 
 @login_required
 async def export_room(request: Request) -> Response:
-    """The room as NDJSON (chat/export.py), for its members: streamed as it is read."""
+    """The room as NDJSON (chat/export.py), for its members."""
     room, _ = await find_membership(request)
-    db = request.app.state.db
+    # Written to a temporary file first, then sent from it: streamed straight from the
+    # cursor, a slow reader held a database connection for the whole download (on
+    # SQLite the one pooled connection, which every other request waits for).
+    spool = anyio.wrap_file(await anyio.to_thread.run_sync(tempfile.TemporaryFile))
+    try:
+        async with request.app.state.db() as session:
+            connection = await session.connection()
+            batch: list[bytes] = []
+            async for line in export_lines(connection, room.id):
+                batch.append((line + "\n").encode())
+                if len(batch) >= EXPORT_WRITE_LINES:
+                    await spool.write(b"".join(batch))
+                    batch.clear()
+            await spool.write(b"".join(batch))
+        await spool.seek(0)
+    except BaseException:
+        await spool.aclose()
+        raise
 
     async def lines() -> AsyncIterator[bytes]:
-        async with db() as session:
-            connection = await session.connection()
-            async for line in export_lines(connection, room.id):
-                yield (line + "\n").encode()
+        try:
+            while chunk := await spool.read(EXPORT_READ_BYTES):
+                yield chunk
+        finally:
+            await spool.aclose()
 
     log.info("room.exported", room_id=room.id, user_id=request.state.user.id)
     return StreamingResponse(
