@@ -109,9 +109,7 @@ async def test_a_private_room_is_404_to_a_non_member_bot_and_to_a_token_of_other
             }
 
 
-async def test_an_id_of_thousands_of_digits_in_the_path_is_a_json_404_not_a_500(
-    app, room_with_bot
-):
+async def test_an_id_of_thousands_of_digits_in_the_path_is_a_json_404_not_a_500(app, room_with_bot):
     huge = "9" * 5000  # past what Python converts to an int
     async with app_client(app, await token_for(app, "echo")) as echo:
         for method, path, body, _ in ROUTES:
