@@ -170,6 +170,11 @@ class Room(Base):
             await db.commit()
         except IntegrityError:
             await db.rollback()
+            # The rollback expired every object of the session, the two people included:
+            # load them again, or the caller's next `.id` is a lazy load outside it (a 500).
+            for user in (viewer, other):
+                if user in db:
+                    await db.refresh(user)
             return await db.scalar(select(cls).where(cls.direct_key == key))
         return room
 
