@@ -89,15 +89,9 @@ async def change_password(request: Request) -> Response:
     form = await read_form(request)
     current, new = form.get("current_password", ""), form.get("new_password", "")
     user: User = request.state.user
-    # Guessing the current password is guessing a login: the same limit counts it.
-    key = f"account:{user.username.lower()}"
-    try:
-        await rate_limits.check(request, "login-account", key)
-    except RateLimited as exc:
-        return await _page(request, refusal=exc.detail, status=429, headers=exc.headers)
-    if len(current) > MAX_PASSWORD or not await verify_password(user.password_hash, current):
-        await rate_limits.hit(request, "login-account", key)
-        return await _page(request, refusal="Your current password is wrong.", status=400)
+    if refused := await _password_refused(request, current, "Your current password is wrong."):
+        detail, status, headers = refused
+        return await _page(request, refusal=detail, status=status, headers=headers)
     if problem := password_problem(new, user.username):
         return await _page(request, refusal=problem, status=400)
     if new == current:
@@ -233,15 +227,9 @@ async def delete(request: Request) -> Response:
     if messages not in {"keep", "remove"}:
         raise HTTPException(400, "messages must be keep or remove.")
     user: User = request.state.user
-    # Guessing the password here is guessing a login: the same limit counts it.
-    key = f"account:{user.username.lower()}"
-    try:
-        await rate_limits.check(request, "login-account", key)
-    except RateLimited as exc:
-        return await _page(request, delete_refusal=exc.detail, status=429, headers=exc.headers)
-    if len(password) > MAX_PASSWORD or not await verify_password(user.password_hash, password):
-        await rate_limits.hit(request, "login-account", key)
-        return await _page(request, delete_refusal="That is not your password.", status=400)
+    if refused := await _password_refused(request, password, "That is not your password."):
+        detail, status, headers = refused
+        return await _page(request, delete_refusal=detail, status=status, headers=headers)
     await delete_account(request.app.state, user, remove_text=messages == "remove")
     response = RedirectResponse(request.url_for("login"), status_code=303)
     settings = request.app.state.settings
@@ -284,3 +272,20 @@ def device_name(user_agent: str) -> str:
     if browser and system:
         return f"{browser} on {system}"
     return browser or system or user_agent[:60] or "Unknown browser"
+
+
+async def _password_refused(
+    request: Request, password: str, wrong: str
+) -> tuple[str, int, dict[str, str] | None] | None:
+    """Why the signed-in person's own password is refused (text, status, headers), or
+    None when it is right. Guessing it is guessing a login: the same limit counts it."""
+    user: User = request.state.user
+    key = f"account:{user.username.lower()}"
+    try:
+        await rate_limits.check(request, "login-account", key)
+    except RateLimited as exc:
+        return exc.detail, 429, exc.headers
+    if len(password) > MAX_PASSWORD or not await verify_password(user.password_hash, password):
+        await rate_limits.hit(request, "login-account", key)
+        return wrong, 400, None
+    return None
