@@ -54,6 +54,7 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.pool import StaticPool
 
 from chat.db import autocommit_engine, fast_paths
+from chat.group_commit import Grouped, run_together
 
 T = TypeVar("T")
 
@@ -87,10 +88,13 @@ async def run_prepared(
     work: Callable[[PreparedRunner], T],
     *,
     autocommit: bool = False,
+    group_commit: bool = False,
 ) -> T:
     """`run_sync_work` for work made of `Prepared` statements, run by a `PreparedRunner`
     on the DB-API connection itself. `work` commits what it writes; anything it leaves
-    open is rolled back."""
+    open is rolled back. `group_commit`: on SQLite, work that queues with other such
+    work may be committed with it, each in a savepoint of its own (chat.group_commit);
+    its `commit` then ends its savepoint, and it is stored once the group commits."""
     engine = sessions.kw["bind"]
     if not fast_paths(sessions):
         return await _in_session(
@@ -101,6 +105,8 @@ async def run_prepared(
             sessions, lambda session: work(PreparedRunner.in_session(session)), autocommit
         )
     dialect = engine.dialect
+    if group_commit:
+        return await _on_aiosqlite_connection(engine, Grouped(work, dialect))
 
     def on_connection(aiosqlite_connection: Any) -> T:
         connection: sqlite3.Connection = aiosqlite_connection._conn
@@ -217,14 +223,21 @@ class SqliteConnectionQueue:
 def _each(
     batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]], connection: Any
 ) -> list[tuple[bool, Any]]:
-    """On the thread: each piece of work in turn, the failure of one not stopping the rest."""
-    outcomes: list[tuple[bool, Any]] = []
+    """On the thread: each piece of work in turn, the failure of one not stopping the
+    rest; then the work that may be committed together (`Grouped`), together."""
+    outcomes: list[tuple[bool, Any] | None] = []
+    grouped: list[Grouped[Any]] = []
     for work, _ in batch:
+        if isinstance(work, Grouped):
+            grouped.append(work)
+            outcomes.append(None)
+            continue
         try:
             outcomes.append((True, work(connection)))
         except Exception as exc:
             outcomes.append((False, exc))
-    return outcomes
+    together = iter(run_together(grouped, connection) if grouped else ())
+    return [next(together) if outcome is None else outcome for outcome in outcomes]
 
 
 _SQLITE_QUEUES: weakref.WeakKeyDictionary[AsyncEngine, SqliteConnectionQueue] = (

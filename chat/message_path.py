@@ -201,6 +201,7 @@ class MessagePath:
                 lambda statements: Message.post(
                     statements, room_id, author, body, html, mentioned, reply_to, attachments
                 ),
+                group_commit=True,
             )
         except DBAPIError as exc:
             if is_disconnect(exc):

@@ -243,7 +243,9 @@ class Message(Base):
         The counter bump is the transaction's first statement and also its
         authorization check: it takes the room's row lock (PostgreSQL) or the write
         lock (SQLite) at once, so concurrent posts queue for it and commit in seq
-        order; a message with seq n is committed before seq n+1 is handed out.
+        order; a message with seq n is committed before seq n+1 is handed out, or in
+        the same transaction (SQLite's group commit, chat.group_commit: then `statements`'
+        commit ends this post's savepoint, and the group commits after it).
         """
         row = statements.first(_BUMP_SEQ, {"room": room_id, "author": author.id})
         if row is None:
