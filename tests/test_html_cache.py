@@ -3,10 +3,12 @@ from plain rows (Message.contents), the stream frames and POST replies from the 
 Both must give the same bytes, or a page and a live tab would show a message apart."""
 
 import re
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 from jinja2 import DictLoader, Environment, UndefinedError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from chat.hot_statements import run_sync_work
 from chat.html_cache import HtmlCache, csrf_field
@@ -145,3 +147,78 @@ async def test_a_message_whose_html_is_dropped_after_the_pages_reads_is_read_aga
     html_cache.versions.clear()  # as if dropped for newer ones meanwhile
     contents = await html_cache.contents(app.state.db, heads, csrf_field(None), uncached)
     assert "cached, then dropped" in contents[heads[0].id]
+
+
+def fresh_message(number: int, author: User | None, room_id: int = 1, **values) -> Message:
+    """A message as MessagePath.post leaves it: its relationships set, never in a session."""
+    message = Message(
+        id=number,
+        room_id=room_id,
+        seq=number,
+        author_id=author.id if author else None,
+        body="text",
+        html=values.pop("html", "<p>text</p>\n"),
+        created_at=values.pop("created_at", datetime(2026, 12, 7, 20, 1, 2, 345678, tzinfo=UTC)),
+        reply_to_seq=None,
+        changed=0,
+        **values,
+    )
+    for name, value in (
+        ("author", author),
+        ("reactions", []),
+        ("attachments", []),
+        ("reply_to", None),
+    ):
+        set_committed_value(message, name, value)
+    return message
+
+
+async def test_a_new_messages_content_from_its_stencil_is_the_templates(app):
+    html_cache = app.state.html_cache
+    authors = [
+        User(id=1, username="alice", display_name="", avatar_key=None),
+        User(id=2, username="bob", display_name='Bób <b>"&', avatar_key="a1b2c3"),
+        User(id=3, username="carol", display_name="Carol", avatar_key=None),
+        None,  # a deleted account's message
+    ]
+    number = 0
+    for author in authors:
+        for room_id in (1, 12):
+            for html, created_at in (
+                ("<p>a &amp; b</p>\n", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+                ("", datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+                ('<p><a href="https://example.com">x</a></p>\n', datetime.now(UTC)),
+            ):
+                number += 1
+                message = fresh_message(number, author, room_id, html=html, created_at=created_at)
+                stencilled = html_cache.stencils.content(message)
+                assert stencilled is not None
+                assert stencilled == html_cache._render_content(message, html_cache.versions.marker)
+    # Shapes it does not take: the template renders them.
+    edited = fresh_message(number + 1, authors[0], edited_at=datetime.now(UTC))
+    assert html_cache.stencils.content(edited) is None
+
+
+@pytest.mark.parametrize(
+    ("template", "stencilled"),
+    [
+        ("{{ message.seq }} {{ message.created_at.isoformat() }} {{ message.html|safe }}", True),
+        ("{{ message.seq }} {{ message.created_at.year }}", False),  # a format it does not fill
+        ("{{ message.html }}", False),  # escaped
+        ("{{ message.body }}", False),  # a value it does not fill at all
+        # A test of a value: the two stand-ins fall on either side of this one.
+        ("{% if message.seq > 70000000000000000 %}big{% endif %}", False),
+    ],
+)
+def test_a_template_that_uses_a_fresh_messages_values_otherwise_makes_no_stencil(
+    template, stencilled
+):
+    templates = Environment(
+        loader=DictLoader({"messages/_content.html": template}), autoescape=True
+    )
+    html_cache = HtmlCache(templates, {})
+    message = fresh_message(1, User(id=1, username="alice", display_name="", avatar_key=None))
+    content = html_cache.stencils.content(message)
+    assert (content is not None) is stencilled
+    if content is not None:
+        assert content == html_cache._render_content(message, html_cache.versions.marker)
