@@ -27,6 +27,7 @@ from chat.db import create_engine, create_sessionmaker, is_disconnect
 from chat.html_cache import HtmlCache
 from chat.htmx import is_htmx
 from chat.http_guards import guard_middleware
+from chat.kept_reads import KeptReads
 from chat.logging import RequestLogMiddleware, configure_logging
 from chat.message_path import MessagePath
 from chat.models import size_text
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.broker_url, settings.subscriber_queue_size, settings.broker_prefix
         )
         app.state.db = create_sessionmaker(engine, fast_paths=settings.fast_paths)
+        app.state.kept_reads = KeptReads(engine, enabled=settings.fast_paths)
         app.state.broker = broker
         app.state.webhooks = webhooks = OutgoingWebhooks(settings, app.state.db)
         app.state.messages = webhooks.messages = MessagePath(
@@ -191,7 +193,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if checkpoints is not None:  # its last round may use the app's connection
                 await checkpoints.close()
             await engine.dispose()
-            app.state.page_cache.close()
+            app.state.kept_reads.close()
 
     app = Starlette(
         routes=routes,

@@ -192,10 +192,20 @@ async def load_session(request: Request) -> AuthSession | None:
             if room_id is not None and room_id <= MAX_ID:
                 room_asked = room_id
 
-            found = await run_prepared(
-                request.app.state.db,
-                lambda statements: AuthSession.find(statements, _token_hash(token), room_asked),
-                autocommit=True,
+            token_hash = _token_hash(token)
+            # Kept while the database is unchanged (chat.kept_reads): signing out and
+            # deactivating are commits, seen by the next request; expiry is checked
+            # below on every one.
+            found = AuthSession.found(
+                await request.app.state.kept_reads.read(
+                    request.scope,
+                    ("session", token_hash, room_asked),
+                    lambda: run_prepared(
+                        request.app.state.db,
+                        lambda statements: AuthSession.find_row(statements, token_hash, room_asked),
+                        autocommit=True,
+                    ),
+                )
             )
             # A deactivated account's sessions were ended; one that raced it is refused.
             if (

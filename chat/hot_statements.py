@@ -2,12 +2,13 @@
 through an `AsyncSession`. Everything else uses the session (docs/database.md).
 
 Who uses it: the session lookup with the room its path names (chat.auth.load_session,
-AuthSession.find), a room's lookup (chat.routes.rooms.find_room), a post's transaction
+AuthSession.find_row), a room's lookup (chat.routes.rooms.find_room), a post's transaction
 (MessagePath.post, Message.post), and the reads of the room page, the history pages, the
 rooms index and the read marker (chat.routes.rooms, chat.routes.messages,
-chat.routes.live, chat.html_cache), and the page cache's stamp (chat.page_cache).
-`on_sqlite_connection` lends the SQLite connection itself, in turn, to the page cache
-and the write-ahead log's checkpoints (chat.wal_checkpoints).
+chat.routes.live, chat.html_cache), and the page cache's stamp (chat.page_cache); on
+SQLite the session lookup and the stamp are kept while the database is unchanged
+(chat.kept_reads). `on_sqlite_connection` lends the SQLite connection itself, in turn, to
+the write-ahead log's checkpoints (chat.wal_checkpoints).
 
 What it saves, each a cost paid per request on the one connection every request of an
 SQLite process queues for:
@@ -49,7 +50,8 @@ from sqlalchemy import Dialect, Engine, Executable, Select, select
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.pool import StaticPool
 
@@ -134,7 +136,7 @@ async def _in_session(
 
 async def on_sqlite_connection(engine: AsyncEngine, work: Callable[[sqlite3.Connection], T]) -> T:
     """`work(sqlite3 connection)` on the SQLite engine's one connection, on its own
-    thread, in turn with the hot statements (chat.wal_checkpoints, chat.page_cache).
+    thread, in turn with the hot statements (chat.wal_checkpoints).
     `work` ends any transaction it begins."""
     return await _on_aiosqlite_connection(engine, lambda connection: work(connection._conn))
 
@@ -321,6 +323,7 @@ class Detached:
         self._models = tuple(
             (
                 manager_of_class(model),
+                model.__mapper__,
                 tuple(model.__mapper__.get_property_by_column(c).key for c in model.__table__.c),
                 tuple(i for i, c in enumerate(model.__table__.c) if c.primary_key),
             )
@@ -334,7 +337,7 @@ class Detached:
     def split(self, row: Sequence[Any]) -> tuple[Any, ...]:
         objects = []
         start = 0
-        for manager, keys, primary_key in self._models:
+        for manager, mapper, keys, primary_key in self._models:
             values = row[start : start + len(keys)]
             start += len(keys)
             if any(values[i] is None for i in primary_key):
@@ -342,7 +345,12 @@ class Detached:
                 continue
             instance = manager.new_instance()
             instance.__dict__.update(zip(keys, values, strict=True))
-            make_transient_to_detached(instance)
+            # What make_transient_to_detached leaves on a new object whose columns are
+            # all loaded: its identity key, nothing pending or expired (a new state's
+            # defaults), at a third of the cost; tests/test_hot_statements.py compares.
+            instance_state(instance).key = mapper.identity_key_from_primary_key(
+                [values[i] for i in primary_key]
+            )
             objects.append(instance)
         return tuple(objects)
 

@@ -2,8 +2,9 @@
 
 What it saves: a room page reads its messages, members and the reader's room list
 and renders some 90 KB of HTML around them; the sidebar, search and history pages
-do the same on a smaller scale. Served again, a page costs one hop to the database
-for its *stamp* (below) and joining the kept pieces. `chat bench http` and the
+do the same on a smaller scale. Served again, a page costs its *stamp* (below: one
+hop to the database, or none on SQLite while the database is unchanged, as
+chat.kept_reads keeps it) and joining the kept pieces. `chat bench http` and the
 in-process measurements behind it are in docs/performance.md; the figures for each
 change are in the commit messages that made it.
 
@@ -14,12 +15,12 @@ How it stays right:
   after the handler has checked the session (`login_required`, every request) and
   the room (`find_room`: 404 for a room the reader may not see), so authorization is
   what it is without the cache; a page is never served to anyone but its reader.
-- **Fresh.** Each entry carries its stamp: the values the page is made of, read from
-  the database on every request, in one hop: the reader's memberships with their
-  rooms' message and change counters, names and kinds (the room list and its unread
-  counts) and whether they are an administrator; for a room page also that room's
-  counters and its members with their roles, and who of
-  them is online or typing (presence); for the room index the public rooms' names;
+- **Fresh.** Each entry carries its stamp: the values the page is made of, as the
+  database holds them at every request (in one hop, or kept while it is unchanged):
+  the reader's memberships with their rooms' message and change counters, names and
+  kinds (the room list and its unread counts) and whether they are an administrator;
+  for a room page also that room's counters and its members with their roles, and who
+  of them is online or typing (presence); for the room index the public rooms' names;
   for search every public room's counters. A commit on any
   worker changes one of those values, so the next request, on any worker, renders
   anew. The stamp is read *before* rendering: a change committed while a page
@@ -36,11 +37,9 @@ How it stays right:
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 from sqlalchemy import String, bindparam, false, select, true
 from sqlalchemy.ext.compiler import compiles
@@ -160,10 +159,6 @@ class PageCache:
         self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
         self._bytes = 0
         self.hits = self.misses = 0
-        self._sqlite_stamps = _SqliteStamps()
-
-    def close(self) -> None:
-        self._sqlite_stamps.close()
 
     @property
     def kept_bytes(self) -> int:
@@ -186,7 +181,7 @@ class PageCache:
             is_htmx(request),
             is_history_restore(request),
         )
-        stamp = await _stamp(request, user.id, shows, self._sqlite_stamps)
+        stamp = await _stamp(request, user.id, shows)
         token = request.state.csrf_token.encode()
         kept = self._kept.get(key)
         if kept is not None and kept.stamp == stamp:
@@ -279,72 +274,17 @@ def _read_stamp(statements: PreparedRunner, viewer: int, shows: Shows) -> tuple[
     return reader, room, public
 
 
-class _SqliteStamps:
-    """On SQLite, the stamps read since the database last changed, by reader and what
-    the page shows: served without reading them again until it changes. A change is
-    seen through a read-only connection of the cache's own: its `PRAGMA
-    data_version` moves whenever another connection commits (the process's own one,
-    chat.db.create_engine, or another worker's), and only then. It is read on the
-    event loop (a counter in the write-ahead log's shared memory, a few
-    microseconds), so a page whose stamp is known makes no trip to the database's
-    thread for it. The version is read before the stamp: a commit in between makes
-    the next request read the stamp again."""
-
-    KEPT = 10_000
-
-    def __init__(self) -> None:
-        self._watcher: sqlite3.Connection | None = None
-        # Replaced whole when the version moves; only added to otherwise.
-        self._known: tuple[int | None, dict[Hashable, tuple[Any, ...]]] = (None, {})
-
-    def version(self, engine: Any) -> int | None:
-        """The database's version as the watcher sees it; None when it cannot tell."""
-        try:
-            if self._watcher is None:
-                path = engine.url.database
-                if not path or path == ":memory:" or path.startswith("file:"):
-                    return None
-                # timeout=0: never wait on the event loop for a lock; a busy database
-                # answers None, and the stamp is read on the database's thread instead.
-                self._watcher = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=0)
-            return self._watcher.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error:
-            return None
-
-    async def read(self, sessions: Any, viewer: int, shows: Shows) -> tuple[Any, ...]:
-        key = (viewer, shows.room and shows.room.id, shows.public)
-        version = self.version(sessions.kw["bind"])
-        known_version, stamps = self._known
-        if version is not None and version == known_version and key in stamps:
-            return stamps[key]
-        stamp = await run_prepared(
-            sessions, lambda statements: _read_stamp(statements, viewer, shows), autocommit=True
-        )
-        if version is not None:
-            if self._known[0] != version:
-                self._known = (version, {})
-            if len(self._known[1]) < self.KEPT:
-                self._known[1][key] = stamp
-        return stamp
-
-    def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.close()
-            self._watcher = None
-
-
-async def _stamp(
-    request: Request, viewer: int, shows: Shows, sqlite_stamps: _SqliteStamps
-) -> Hashable:
-    """The values the page is made of, as the database and presence hold them now."""
+async def _stamp(request: Request, viewer: int, shows: Shows) -> Hashable:
+    """The values the page is made of, as the database and presence hold them now
+    (the database's part kept while it is unchanged: chat.kept_reads)."""
     state = request.app.state
-    engine = state.db.kw["bind"]
-    if engine.dialect.name == "sqlite":
-        reader, room, public = await sqlite_stamps.read(state.db, viewer, shows)
-    else:
-        reader, room, public = await run_prepared(
+    reader, room, public = await state.kept_reads.read(
+        request.scope,
+        ("stamp", viewer, shows.room and shows.room.id, shows.public),
+        lambda: run_prepared(
             state.db, lambda statements: _read_stamp(statements, viewer, shows), autocommit=True
-        )
+        ),
+    )
     live: tuple[Any, ...] = ()
     member_ids = None if room is None else room[len(_ROOM_COLUMNS)]
     if shows.members and member_ids:

@@ -69,6 +69,37 @@ async def test_a_prepared_session_lookup_gives_what_the_orm_loads(app, people, f
     assert await run_prepared(sessions, lambda db: AuthSession.find(db, "0" * 64)) is None
 
 
+async def test_detached_rows_are_in_the_state_make_transient_to_detached_leaves(app, people):
+    """Detached.split sets the identity key itself: the objects must be as
+    SQLAlchemy's own make_transient_to_detached would leave them."""
+    from sqlalchemy.orm import make_transient_to_detached
+    from sqlalchemy.orm.exc import DetachedInstanceError
+
+    from chat.models.sessions import _SESSION_AND_ROOM_ROWS
+
+    alice = await people("alice")
+    room_id = await alice.create_room("general")
+    token_hash = await session_of(app, "alice")
+    row = await run_prepared(
+        app.state.db, lambda statements: AuthSession.find_row(statements, token_hash, room_id)
+    )
+    for split in _SESSION_AND_ROOM_ROWS.split(row):
+        model = type(split)
+        made = model.__mapper__.class_manager.new_instance()
+        made.__dict__.update({c.key: getattr(split, c.key) for c in model.__table__.c})
+        make_transient_to_detached(made)
+        ours, theirs = inspect(split), inspect(made)
+        assert ours.key == theirs.key and ours.key[1][0] is not None
+        assert ours.detached and theirs.detached
+        for field in ("committed_state", "expired_attributes", "modified", "expired"):
+            assert getattr(ours, field) == getattr(theirs, field), field
+        assert ours.unloaded == theirs.unloaded
+        for relationship in ours.unloaded:  # not loaded, and never loaded lazily
+            for each in (split, made):
+                with pytest.raises(DetachedInstanceError):
+                    getattr(each, relationship)
+
+
 @pytest.mark.parametrize("fast_paths", [True, False], ids=["fast", "plain"])
 async def test_a_post_and_a_page_read_give_the_same_rows_on_either_path(app, people, fast_paths):
     alice = await people("alice")

@@ -144,18 +144,3 @@ async def test_a_commit_by_another_worker_shows_at_once(people, app, settings):
         await other_worker.dispose()
     assert "set elsewhere" in (await bob.get(f"/rooms/{room_id}")).text
     assert "set elsewhere" in (await bob.get(f"/rooms/{room_id}")).text
-
-
-async def test_on_sqlite_a_kept_stamp_is_used_until_the_database_changes(people, app, backend):
-    if backend != "sqlite":
-        return
-    _, bob, room_id = await room_with_messages(people)
-    stamps, engine = app.state.page_cache._sqlite_stamps, app.state.db.kw["bind"]
-    for _ in range(2):  # the first marks the room read: a change
-        await bob.get(f"/rooms/{room_id}")
-    before = stamps.version(engine)
-    assert before is not None and stamps._known[0] == before
-    await bob.get(f"/rooms/{room_id}")
-    assert stamps.version(engine) == before
-    await bob.say(room_id, "a change")
-    assert stamps.version(engine) != before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     ForeignKey,
@@ -104,7 +105,20 @@ class AuthSession(Base):
         `room_id` is given, that room as its user may see it (Room.visible_to), in one
         statement: every signed-in request asks it first. Synchronous, for
         chat.hot_statements.run_prepared."""
-        row = statements.first(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id})
+        return cls.found(cls.find_row(statements, token_hash, room_id))
+
+    @staticmethod
+    def find_row(
+        statements: PreparedRunner, token_hash: str, room_id: int | None = None
+    ) -> tuple[Any, ...] | None:
+        """`find`'s row, plain values (chat.kept_reads keeps it)."""
+        return statements.first(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id})
+
+    @staticmethod
+    def found(
+        row: tuple[Any, ...] | None,
+    ) -> tuple[AuthSession, tuple[Room, Membership | None] | None] | None:
+        """`find`'s objects from its row: new ones each time."""
         if row is None:
             return None
         auth_session, user, room, membership = _SESSION_AND_ROOM_ROWS.split(row)

@@ -1,0 +1,126 @@
+"""Reads kept while SQLite's database is unchanged (chat/kept_reads.py): the session
+lookup and the page cache's stamps. A commit from any connection (this process's,
+another worker's) must be seen by the very next request, and what does not change with
+a commit (a session's expiry) must still be checked on every request."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import delete, update
+
+from chat.db import create_engine
+from chat.kept_reads import KeptReads
+from chat.models import AuthSession, User, utcnow
+
+
+@pytest.fixture
+def keeping(app, backend):
+    if backend != "sqlite" or not app.state.settings.fast_paths:
+        pytest.skip("PostgreSQL, and the plain path, keep nothing: every read is a read")
+
+
+async def as_another_worker(settings, statement) -> None:
+    """A commit through a connection of its own, as another worker's or `chat admin`'s."""
+    other_worker = create_engine(settings.database_url)
+    try:
+        async with other_worker.begin() as connection:
+            await connection.execute(statement)
+    finally:
+        await other_worker.dispose()
+
+
+def kept_sessions(app) -> list:
+    return [key for key in app.state.kept_reads._known[1] if key[0] == "session"]
+
+
+async def test_a_session_is_read_once_while_the_database_is_unchanged(
+    people, app, keeping, monkeypatch
+):
+    import chat.auth
+
+    alice = await people("alice")
+    assert (await alice.get("/")).status_code == 200
+    reads = []
+    find_row = chat.auth.AuthSession.find_row
+    monkeypatch.setattr(
+        chat.auth.AuthSession, "find_row", lambda *a: reads.append(a) or find_row(*a)
+    )
+    for _ in range(3):
+        assert (await alice.get("/")).status_code == 200
+    assert len(reads) <= 1 and kept_sessions(app)
+
+
+@pytest.mark.parametrize("how", ["signed out", "deactivated"])
+async def test_a_session_ended_by_another_worker_is_refused_at_once(people, app, settings, how):
+    alice = await people("alice")
+    for _ in range(2):
+        assert (await alice.get("/")).status_code == 200
+    if how == "signed out":
+        await as_another_worker(settings, delete(AuthSession))
+    else:
+        await as_another_worker(
+            settings, update(User).where(User.username == "alice").values(deactivated_at=utcnow())
+        )
+    response = await alice.get("/")
+    assert response.status_code == 303 and response.headers["location"].endswith("/login")
+
+
+async def test_a_kept_session_still_expires_on_time(people, app, monkeypatch):
+    import chat.auth
+
+    alice = await people("alice")
+    for _ in range(2):
+        assert (await alice.get("/")).status_code == 200
+    later = utcnow() + timedelta(days=settings_days(app) + 1)
+    monkeypatch.setattr(chat.auth, "utcnow", lambda: later)
+    response = await alice.get("/")
+    assert response.status_code == 303 and response.headers["location"].endswith("/login")
+
+
+def settings_days(app) -> float:
+    return app.state.settings.session_idle_days
+
+
+async def test_signing_out_refuses_the_old_cookie_at_once(people, app):
+    alice = await people("alice")
+    cookies = dict(alice.client.cookies)
+    assert (await alice.get("/")).status_code == 200
+    assert (await alice.post("/logout")).status_code == 303
+    alice.client.cookies.update(cookies)  # a copy of the cookie, kept by someone else
+    response = await alice.get("/")
+    assert response.status_code == 303 and response.headers["location"].endswith("/login")
+
+
+async def test_the_version_moves_with_each_commit_and_only_then(people, app, keeping):
+    bob = await people("bob")
+    room_id = await bob.create_room()
+    kept = app.state.kept_reads
+    for _ in range(2):  # the first marks the room read: a change
+        await bob.get(f"/rooms/{room_id}")
+    before = kept.version({})
+    assert before is not None and kept._known[0] == before
+    await bob.get(f"/rooms/{room_id}")
+    assert kept.version({}) == before
+    await bob.say(room_id, "a change")
+    assert kept.version({}) != before
+
+
+async def test_a_request_reads_the_version_once(app, keeping):
+    kept, scope = app.state.kept_reads, {}
+    first = kept.version(scope)
+    assert first is not None and scope == {"chat.data_version": first}
+    kept._read_version = lambda: pytest.fail("read again")
+    assert kept.version(scope) == first
+
+
+async def test_nothing_is_kept_on_the_plain_path_or_in_memory(engine):
+    async def fetch():
+        reads.append(1)
+        return "value"
+
+    reads = []
+    for kept in (KeptReads(engine, enabled=False), KeptReads(None)):
+        for _ in range(2):
+            assert await kept.read({}, "key", fetch) == "value"
+            assert kept.version({}) is None
+    assert len(reads) == 4
