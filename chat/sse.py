@@ -37,10 +37,13 @@ class Cursor(NamedTuple):
 
 
 def encode(event: str, data: str, *, id: Cursor | None = None) -> bytes:
-    lines = [] if id is None else [f"id: {id}"]
-    lines.append(f"event: {event}")
-    lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
-    return ("\n".join(lines) + "\n\n").encode()
+    """One frame: each line of `data` (split at any line break) a `data:` line of its
+    own. A message's frame has dozens of lines; the regular expression is needed only
+    for a carriage return (a tenth of the cost of splitting them all with it)."""
+    if "\r" in data:
+        data = _LINE_BREAK.sub("\n", data)
+    head = f"event: {event}\n" if id is None else f"id: {id}\nevent: {event}\n"
+    return (head + "data: " + data.replace("\n", "\ndata: ") + "\n\n").encode()
 
 
 def cursor_frame(cursor: Cursor) -> bytes:
