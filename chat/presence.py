@@ -155,6 +155,23 @@ class _Announcer:
         await cancel_tasks(tuple(self._tasks))
 
 
+class _Connected:
+    """`MemoryPresence.connected`: every open stream holds one for hours, and this
+    object is about a tenth of what an asynccontextmanager's generator holds."""
+
+    __slots__ = ("_presence", "_user_id")
+
+    def __init__(self, presence: MemoryPresence, user_id: int) -> None:
+        self._presence = presence
+        self._user_id = user_id
+
+    async def __aenter__(self) -> None:
+        await self._presence._opened(self._user_id)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._presence._closed(self._user_id)
+
+
 class MemoryPresence(_Announcer):
     def __init__(
         self, settings: Settings, db: async_sessionmaker[AsyncSession], broker: Broker
@@ -167,8 +184,10 @@ class MemoryPresence(_Announcer):
         self._last_ping: dict[int, float] = {}
         self._version = 0
 
-    @contextlib.asynccontextmanager
-    async def connected(self, user_id: int) -> AsyncIterator[None]:
+    def connected(self, user_id: int) -> _Connected:
+        return _Connected(self, user_id)
+
+    async def _opened(self, user_id: int) -> None:
         self._streams[user_id] += 1
         leaving = self._leaving.pop(user_id, None)
         try:
@@ -176,14 +195,17 @@ class MemoryPresence(_Announcer):
                 leaving.cancel()
             elif self._streams[user_id] == 1:
                 await self._announce_presence(user_id, True)
-            yield
-        finally:
-            self._streams[user_id] -= 1
-            if not self._streams[user_id]:
-                del self._streams[user_id]
-                self._leaving[user_id] = asyncio.get_running_loop().call_later(
-                    self.grace_seconds, self._left, user_id
-                )
+        except BaseException:
+            self._closed(user_id)
+            raise
+
+    def _closed(self, user_id: int) -> None:
+        self._streams[user_id] -= 1
+        if not self._streams[user_id]:
+            del self._streams[user_id]
+            self._leaving[user_id] = asyncio.get_running_loop().call_later(
+                self.grace_seconds, self._left, user_id
+            )
 
     def _left(self, user_id: int) -> None:
         del self._leaving[user_id]

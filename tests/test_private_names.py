@@ -22,7 +22,7 @@ from sqlalchemy import Integer, bindparam, column, select, table
 from sqlalchemy.dialects import sqlite
 from sse_starlette import EventSourceResponse
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +65,17 @@ def test_uvicorn_httptools_connection_still_has_the_fields_a_direct_write_reads(
     assert "self.write_paused =" in inspect.getsource(FlowControl.__init__)
 
 
+def test_uvicorn_httptools_connection_still_signals_a_lost_client_through_message_event():
+    # chat.streams.DisconnectSignal replaces message_event: connection_lost must still
+    # mark the cycle disconnected and then set that event, and receive() wait on it.
+    lost = inspect.getsource(HttpToolsProtocol.connection_lost)
+    assert lost.index("self.cycle.disconnected = True") < lost.index(
+        "self.cycle.message_event.set()"
+    )
+    assert "self.message_event = message_event" in inspect.getsource(RequestResponseCycle.__init__)
+    assert "await self.message_event.wait()" in inspect.getsource(RequestResponseCycle.receive)
+
+
 async def test_aiosqlite_still_has_the_queue_and_connection_the_sqlite_fast_path_uses():
     # chat.hot_statements (SqliteConnectionQueue._hop, run_prepared): work on its thread.
     async with aiosqlite.connect(":memory:") as connection:
@@ -73,7 +84,7 @@ async def test_aiosqlite_still_has_the_queue_and_connection_the_sqlite_fast_path
 
 
 async def test_asyncio_futures_still_carry_the_flag_a_task_clears_before_it_waits():
-    # chat.streams.watch_disconnect steps uvicorn's receive() as a task would.
+    # chat.streams.watch_disconnect steps a server's receive() as a task would.
     future = asyncio.get_running_loop().create_future()
     assert future._asyncio_future_blocking is False
 

@@ -14,7 +14,6 @@ import asyncio
 import logging
 from types import SimpleNamespace
 
-import anyio
 import pytest
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -44,7 +43,9 @@ def open_response(streams: OpenStreams) -> tuple[RoomStreamResponse, FakeServer]
     response._send = server.send
     response._direct = None  # not uvicorn's connection: every chunk goes through `send`
     response.stream = SimpleNamespace(user_id=1)
-    response._scope = anyio.CancelScope()
+    response._task = None
+    response._cancelled = False
+    response.ending = False
     response.wrote = False
     response.stalled_since = None
     streams.add(response)
@@ -74,10 +75,10 @@ async def test_a_client_that_refuses_heartbeats_for_the_send_timeout_is_cut_off(
     server.paused = True
 
     await streams.beat()
-    assert not stalled._scope.cancel_called
+    assert not stalled.ending
     await asyncio.sleep(0.06)
     await streams.beat()
-    assert stalled._scope.cancel_called
+    assert stalled.ending
     assert server.written == []
 
 
@@ -85,7 +86,7 @@ async def test_a_stream_opened_while_the_server_shuts_down_ends_at_once():
     streams = OpenStreams(presence=None, heartbeat_seconds=15, send_timeout=30)
     streams._shutting_down = True
     response, _ = open_response(streams)
-    assert response._scope.cancel_called
+    assert response.ending
 
 
 async def test_the_clients_disconnect_is_noticed_without_a_task():
@@ -196,6 +197,42 @@ def httptools_connection() -> tuple[HttpToolsCycle, RecordingTransport]:
         on_response=lambda: None,
     )
     return connection, transport
+
+
+async def test_under_uvicorn_the_disconnect_is_noticed_without_waiting_on_receive():
+    connection, _ = httptools_connection()
+    connection.message_event.set()  # the GET's request was complete before the app ran
+    noticed: list[bool] = []
+    tasks = len(asyncio.all_tasks())
+    watch_disconnect(connection.receive, lambda: noticed.append(True))
+    assert len(asyncio.all_tasks()) == tasks
+    assert not isinstance(connection.message_event, asyncio.Event)  # no waiter at all
+
+    connection.message_event.set()  # what a request body or the response's end does
+    assert noticed == []
+    # What uvicorn's connection_lost does for a response that is not complete.
+    connection.disconnected = True
+    connection.message_event.set()
+    connection.message_event.set()
+    assert noticed == [True]
+
+
+async def test_under_uvicorn_a_stopped_watch_notices_nothing():
+    connection, _ = httptools_connection()
+    noticed: list[bool] = []
+    stop = watch_disconnect(connection.receive, lambda: noticed.append(True))
+    stop()
+    connection.disconnected = True
+    connection.message_event.set()
+    assert noticed == []
+
+
+async def test_under_uvicorn_a_client_gone_before_the_watch_is_noticed_at_once():
+    connection, _ = httptools_connection()
+    connection.disconnected = True
+    noticed: list[bool] = []
+    watch_disconnect(connection.receive, lambda: noticed.append(True))
+    assert noticed == [True]
 
 
 def streaming_response(connection: HttpToolsCycle) -> RoomStreamResponse:
