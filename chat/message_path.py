@@ -113,9 +113,12 @@ def end_session_signal(session_id: str) -> bytes:
     return f"end-session:{session_id}".encode()
 
 
-def room_state_signal(room_id: int) -> bytes:
-    """On a user's channel: their read marker or notify setting in the room changed."""
-    return f"room-state:{room_id}".encode()
+def room_state_signal(room_id: int, read_seq: int | None = None) -> bytes:
+    """On a user's channel: their read marker or notify setting in the room changed;
+    `read_seq`, when only the read marker moved, to where."""
+    if read_seq is None:
+        return f"room-state:{room_id}".encode()
+    return f"room-state:{room_id}:{read_seq}".encode()
 
 
 def activity_channel(room_id: int) -> str:

@@ -9,7 +9,12 @@ changes of the last tenth of a second (a list of {"user", "online"}).
 Typing: a ping marks a member as typing in a room for `typing_seconds`; their next
 message, or silence, ends it. Whenever a room's set of typists changes (expiry
 included) an `event: typing` frame carries the whole set and a version number that
-only grows, so a tab that gets two frames out of order keeps the newer one.
+only grows, so a tab that gets two frames out of order keeps the newer one. A busy
+room's changes go out at most once per `TYPING_WINDOW_SECONDS`, the newest set
+(chat/throttle.py). A typist's own message ends their notice without a frame of its
+own: every page drops a message's author from its typists when the message arrives
+(static/live.js), and the room's next frame has the set without them. (Said with a
+frame, each message was followed by a second frame to every member.)
 
 Frames carry JSON and are the same bytes for every subscriber; pages render them with
 textContent (static/live.js), and each viewer leaves out their own name.
@@ -43,6 +48,7 @@ from chat import sse
 from chat.broker import Broker, BrokerUnavailable, cancel_tasks, room_channel
 from chat.models import Membership, User
 from chat.settings import Settings
+from chat.throttle import Throttle
 
 log = structlog.get_logger("chat.presence")
 
@@ -50,6 +56,8 @@ log = structlog.get_logger("chat.presence")
 # sends one every 2 s at most while the composer has input).
 TYPING_PING_INTERVAL = 1.0
 SWEEP_SECONDS = 1.0
+# A room's typing frames go out at most once per this long (chat/throttle.py).
+TYPING_WINDOW_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,9 @@ class Presence(Protocol):
         """Note that `user` is typing; False when they pinged too recently."""
         ...
 
-    async def stopped_typing(self, room_id: int, user: User) -> None: ...
+    async def stopped_typing(self, room_id: int, user: User) -> None:
+        """After the user's message: they are no longer typing (no frame says so)."""
+        ...
 
     async def typists(self, room_id: int) -> Typists: ...
 
@@ -115,6 +125,12 @@ class _Announcer:
         self._broker = broker
         self._tasks: set[asyncio.Task[None]] = set()
         self._unannounced: dict[int, dict[str, bool]] = {}  # room → username → online
+        self._typists_out: Throttle[int, Typists] = Throttle(
+            TYPING_WINDOW_SECONDS,
+            self._send_typists,
+            self._spawn,
+            newer=lambda new, old: new.version > old.version,
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -145,6 +161,9 @@ class _Announcer:
         await asyncio.sleep(PRESENCE_BATCH_SECONDS)
         await self._publish(room_id, presence_frame(self._unannounced.pop(room_id)))
 
+    async def _send_typists(self, room_id: int, typists: Typists) -> None:
+        await self._publish(room_id, typists.frame())
+
     async def _publish(self, room_id: int, frame: bytes) -> None:
         try:
             await self._broker.publish(room_channel(room_id), frame)
@@ -152,6 +171,7 @@ class _Announcer:
             log.warning("presence.publish_failed", room_id=room_id, error=type(exc).__name__)
 
     async def close(self) -> None:
+        self._typists_out.close()
         await cancel_tasks(tuple(self._tasks))
 
 
@@ -254,7 +274,8 @@ class MemoryPresence(_Announcer):
 
     async def stopped_typing(self, room_id: int, user: User) -> None:
         if self._remove_typist(room_id, user.id):
-            await self._typing_changed(room_id)
+            self._version += 1
+            self._typists_out.update_held(room_id, await self.typists(room_id))
 
     async def typists(self, room_id: int) -> Typists:
         names = sorted(name for name, _ in self._typing.get(room_id, {}).values())
@@ -262,7 +283,7 @@ class MemoryPresence(_Announcer):
 
     async def _typing_changed(self, room_id: int) -> None:
         self._version += 1
-        await self._publish(room_id, (await self.typists(room_id)).frame())
+        await self._typists_out.offer(room_id, await self.typists(room_id))
 
     async def close(self) -> None:
         for handle in self._leaving.values():
@@ -485,7 +506,7 @@ class RedisPresence(_Announcer):
         if result[0] == -1:
             return False
         if result[0] > 0:
-            await self._publish(room_id, Typists(_names(result[1:]), result[0]).frame())
+            await self._typists_out.offer(room_id, Typists(_names(result[1:]), result[0]))
         return True
 
     async def stopped_typing(self, room_id: int, user: User) -> None:
@@ -497,7 +518,7 @@ class RedisPresence(_Announcer):
             log.warning("presence.redis_failed", error=type(exc).__name__)
             return
         if result[0] > 0:
-            await self._publish(room_id, Typists(_names(result[1:]), result[0]).frame())
+            self._typists_out.update_held(room_id, Typists(_names(result[1:]), result[0]))
 
     async def typists(self, room_id: int) -> Typists:
         from redis.exceptions import RedisError
@@ -530,7 +551,7 @@ class RedisPresence(_Announcer):
                 for room_id, version, *members in await self._sweep_typing(
                     [self._typing_due, self._typing_version], [_ms(), self._prefix]
                 ):
-                    await self._publish(int(room_id), Typists(_names(members), version).frame())
+                    await self._typists_out.offer(int(room_id), Typists(_names(members), version))
             except Exception as exc:
                 log.warning("presence.sweep_failed", error=type(exc).__name__)
 

@@ -2,7 +2,10 @@
 over one stream per tab, and the same in every tab."""
 
 import json
+import time
 
+from chat import sse
+from chat.activity import COUNTS_WINDOW_SECONDS, RoomCounts
 from tests.support import open_stream
 from tests.test_streams import room_with
 
@@ -136,3 +139,34 @@ async def test_the_notify_switch_works_with_and_without_htmx(people):
     assert 'id="notify-form"' in fragment.text and "every message" in fragment.text
     assert "Notifications: every message" in (await alice.get(f"/rooms/{room_id}")).text
     assert (await alice.post(f"/rooms/{room_id}/notify", {"notify": "maybe"})).status_code == 400
+
+
+async def test_a_busy_rooms_counts_come_at_once_then_once_a_window(visitors):
+    # In a busy room a count per message would be as many frames as the messages
+    # themselves: the first goes out at once, the rest of a window as its newest count.
+    room_id, (alice, bob) = await room_with(visitors, "alice", "bob")
+    async with open_stream(bob.client, "/events") as rooms_tab:
+        assert counts(await rooms_tab.next_of("unread"))["unread"] == 0
+        started = time.monotonic()
+        for n in range(10):
+            await alice.say(room_id, f"m{n}")
+        windows = (time.monotonic() - started) / COUNTS_WINDOW_SECONDS
+        seen = [counts(await rooms_tab.next_of("unread"))["unread"]]
+        while seen[-1] < 10:
+            seen.append(counts(await rooms_tab.next_of("unread"))["unread"])
+        assert seen[0] == 1 and seen == sorted(seen)
+        assert len(seen) <= 2 + windows, seen  # not one a message
+        await alice.say(room_id, "@bob now")  # a mention is never held back
+        assert counts(await rooms_tab.next_of("unread")) == {
+            "room": room_id,
+            "unread": 11,
+            "mentions": 1,
+        }
+
+
+def test_an_unread_frame_is_the_counts_as_json() -> None:
+    for muted, mentions in ((False, 0), (False, 3), (True, 1)):
+        room = RoomCounts(12, "general", 40, 7, mentions, False, False, muted)
+        unread = 0 if muted else 33
+        expected = {"room": 12, "unread": unread, "mentions": mentions}
+        assert room.frame() == sse.encode("unread", json.dumps(expected))

@@ -38,7 +38,7 @@ async def mark_read(request: Request) -> Response:
         autocommit=True,
     )
     if moved:
-        await room_state_changed(request, membership)
+        await room_state_changed(request, membership, read_seq=membership.last_read_seq)
     return Response(status_code=204)
 
 

@@ -292,11 +292,14 @@ async def show(request: Request) -> Response:
     )
 
 
-async def room_state_changed(request: Request, membership: Membership) -> None:
-    """Tell the member's rooms-page streams (any tab, any worker) to recount the room."""
+async def room_state_changed(
+    request: Request, membership: Membership, *, read_seq: int | None = None
+) -> None:
+    """Tell the member's rooms-page streams (any tab, any worker) to recount the room;
+    `read_seq` when only the read marker moved (to there), which they count themselves."""
     try:
         await request.app.state.broker.publish(
-            user_channel(membership.user_id), room_state_signal(membership.room_id)
+            user_channel(membership.user_id), room_state_signal(membership.room_id, read_seq)
         )
     except BrokerUnavailable:  # those pages recount when they reconnect
         log.warning("room.state_signal_lost", user_id=membership.user_id)
