@@ -10,7 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from chat import rate_limits
 from chat.activity import UserStream
 from chat.auth import login_required, session_id
-from chat.hot_statements import run_sync_work
+from chat.hot_statements import run_prepared
 from chat.htmx import is_htmx
 from chat.routes.forms import read_form
 from chat.routes.rooms import find_membership, int_param, room_state_changed
@@ -32,10 +32,9 @@ async def mark_read(request: Request) -> Response:
     seq = int_param((await read_form(request)).get("seq"), "seq")
     if seq is None:
         raise HTTPException(400, "seq is required.")
-    moved = await run_sync_work(
-        request.app.state.db,
-        lambda db: membership.mark_read(db, min(seq, room.last_seq)),
-        autocommit=True,
+    seq = min(seq, room.last_seq)
+    moved = await run_prepared(
+        request.app.state.db, lambda runner: membership.advance_read(runner, seq)
     )
     if moved:
         await room_state_changed(request, membership, read_seq=membership.last_read_seq)
