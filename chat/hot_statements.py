@@ -91,12 +91,15 @@ async def run_prepared(
     *,
     autocommit: bool = False,
     group_commit: bool = False,
+    one_statement: bool = False,
 ) -> T:
     """`run_sync_work` for work made of `Prepared` statements, run by a `PreparedRunner`
     on the DB-API connection itself. `work` commits what it writes; anything it leaves
     open is rolled back. `group_commit`: on SQLite, work that queues with other such
     work may be committed with it, each in a savepoint of its own (chat.group_commit);
-    its `commit` then ends its savepoint, and it is stored once the group commits."""
+    its `commit` then ends its savepoint, and it is stored once the group commits.
+    `one_statement`: on PostgreSQL, `work` may write in one statement of its own in
+    autocommit (its runner's `one_statement` says so; see Message.post)."""
     engine = sessions.kw["bind"]
     if not fast_paths(sessions):
         return await _in_session(
@@ -104,7 +107,9 @@ async def run_prepared(
         )
     if engine.dialect.name != "sqlite":
         return await _in_session(
-            sessions, lambda session: work(PreparedRunner.in_session(session)), autocommit
+            sessions,
+            lambda session: work(PreparedRunner.in_session(session, one_statement)),
+            autocommit or one_statement,
         )
     dialect = engine.dialect
     if group_commit:
@@ -359,9 +364,10 @@ class PreparedRunner:
     """Runs `Prepared` statements for `run_prepared`: `first` returns a row's values
     converted as SQLAlchemy converts them (or None), `run` returns nothing, and both
     raise SQLAlchemy's own exceptions (chat.db.is_disconnect and callers' handlers see
-    what they always see)."""
+    what they always see). `one_statement`: the work may write what it can in one
+    statement, which commits by itself (run_prepared's `one_statement`)."""
 
-    __slots__ = ("commit", "first", "rollback", "run")
+    __slots__ = ("commit", "first", "one_statement", "rollback", "run")
 
     def __init__(
         self,
@@ -369,11 +375,13 @@ class PreparedRunner:
         run: Callable[[Prepared, Mapping[str, Any]], None],
         commit: Callable[[], None],
         rollback: Callable[[], None],
+        one_statement: bool = False,
     ) -> None:
         self.first = first
         self.run = run
         self.commit = commit
         self.rollback = rollback
+        self.one_statement = one_statement
 
     @classmethod
     def on_sqlite(cls, connection: sqlite3.Connection, dialect: Dialect) -> PreparedRunner:
@@ -391,14 +399,16 @@ class PreparedRunner:
         return cls.compiled_for(dialect, execute, connection.commit, connection.rollback)
 
     @classmethod
-    def in_session(cls, session: Session) -> PreparedRunner:
+    def in_session(cls, session: Session, one_statement: bool = False) -> PreparedRunner:
         """Within `run_sync`, on the session's connection and in its transaction. Through
         the connection's `exec_driver_sql`: with asyncpg each statement is a round trip
         anyway, and SQLAlchemy then also invalidates a connection that died."""
         connection = session.connection()
-        return cls.compiled_for(
+        runner = cls.compiled_for(
             connection.dialect, connection.exec_driver_sql, session.commit, session.rollback
         )
+        runner.one_statement = one_statement
+        return runner
 
     @classmethod
     def compiled_for(

@@ -205,6 +205,7 @@ class MessagePath:
                     statements, room_id, author, body, html, mentioned, reply_to, attachments
                 ),
                 group_commit=True,
+                one_statement=not mentioned and not attachments,
             )
         except DBAPIError as exc:
             if is_disconnect(exc):

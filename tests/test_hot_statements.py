@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event, inspect, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from chat.db import FAST_PATHS, create_engine, create_sessionmaker
+from chat.db import FAST_PATHS, autocommit_engine, create_engine, create_sessionmaker
 from chat.hot_statements import run_prepared, run_sync_work
 from chat.models import AuthSession, Membership, Message, Room, User
 from chat.models.messages import _BUMP_SEQ
@@ -226,3 +226,44 @@ async def test_work_that_comes_while_other_work_is_under_way_goes_with_it_each_i
     assert await run_prepared(sessions, lambda statements: "alone") == "alone"
     assert len(checkouts) == 3 and pool.checkedout() == 0
     await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_post_without_mentions_or_files_is_one_statement_on_postgresql(app, people):
+    alice = await people("alice")
+    await people("bob")  # not in the room
+    room_id = await alice.create_room()
+    await alice.say(room_id, "first")
+    async with app.state.db() as db:
+        users = {user.username: user for user in await db.scalars(select(User))}
+        first = await Message.find(db, room_id, 1)
+    executed = []
+    engine = autocommit_engine(app.state.db.kw["bind"]).sync_engine
+    listener = lambda *args: executed.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        message, cursor = await run_prepared(
+            app.state.db,
+            lambda statements: Message.post(
+                statements, room_id, users["alice"], "second", "<p>second</p>", reply_to=first
+            ),
+            one_statement=True,
+        )
+        stranger = await run_prepared(
+            app.state.db,
+            lambda statements: Message.post(statements, room_id, users["bob"], "no", "<p>no</p>"),
+            one_statement=True,
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(executed) == 2 and all(sql.startswith("WITH bump AS") for sql in executed)
+    assert stranger is None
+    assert (message.seq, tuple(cursor), message.reply_to_seq) == (2, (2, 0), 1)
+    async with app.state.db() as db:
+        stored = await db.get(Message, message.id)
+        membership = await db.get(Membership, (users["alice"].id, room_id))
+        room = await db.get(Room, room_id)
+        count = len(list(await db.scalars(select(Message.id).where(Message.room_id == room_id))))
+    for key in (c.key for c in Message.__table__.c):
+        assert getattr(message, key) == getattr(stored, key), key
+    assert (membership.last_read_seq, room.last_seq, count) == (2, 2, 2)
