@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -184,9 +184,10 @@ async def load_session(request: Request) -> AuthSession | None:
     if hasattr(request.state, "auth_session"):
         return request.state.auth_session
     auth_session, room_asked, visible_room = None, None, None
-    cookie = request.cookies.get(cookie_name(SESSION_COOKIE, request.app.state.settings.https))
+    settings = request.app.state.settings
+    cookie = request_cookies(request.scope).get(cookie_name(SESSION_COOKIE, settings.https))
     if cookie:
-        token = _unsigned(request.app.state.settings.secret_key, "session", cookie)
+        token = _unsigned(settings.secret_key, "session", cookie)
         if isinstance(token, str):
             room_id = request.path_params.get("room_id")
             if room_id is not None and room_id <= MAX_ID:
@@ -222,6 +223,24 @@ async def load_session(request: Request) -> AuthSession | None:
     # keep these rows (chat.streams.StreamHandoverMiddleware).
     structlog.contextvars.bind_contextvars(user_id=auth_session.user_id if auth_session else None)
     return auth_session
+
+
+# Where a request's cookies are kept once parsed, in its scope.
+COOKIES_KEY = "chat.cookies"
+
+
+def request_cookies(scope: Scope) -> dict[str, str]:
+    """The request's cookies as Starlette's `Request.cookies` parses them, parsed once
+    per request (the CSRF check and the session lookup each read one) and kept in its
+    scope."""
+    cookies: dict[str, str] | None = scope.get(COOKIES_KEY)
+    if cookies is None:
+        cookies = {}
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookies.update(cookie_parser(value.decode("latin-1")))
+        scope[COOKIES_KEY] = cookies
+    return cookies
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -269,14 +288,14 @@ class CSRFMiddleware:
         # with nothing ambient to forge a request with, they need no token.
         if scope["type"] != "http" or is_machine_path(scope["path"]):
             return await self.app(scope, receive, send)
-        request = Request(scope)
-        secret = request.cookies.get(self.cookie, "")
+        secret = request_cookies(scope).get(self.cookie, "")
         fresh_secret = None
         if len(secret) != 43:
             fresh_secret = secret = secrets.token_urlsafe(32)
         scope.setdefault("state", {})["csrf_token"] = _signed(self.secret_key, "csrf", secret)
 
         if scope["method"] not in SAFE_METHODS:
+            request = Request(scope)
             if not _is_same_origin(request):
                 return await _refuse(scope, receive, send, 403, "Cross-origin request refused.")
             token = request.headers.get("x-csrf-token")
@@ -297,8 +316,11 @@ class CSRFMiddleware:
                     scope, receive, send, 403, "Missing or invalid CSRF token. Reload the page."
                 )
 
+        if fresh_secret is None:
+            return await self.app(scope, receive, send)
+
         async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start" and fresh_secret is not None:
+            if message["type"] == "http.response.start":
                 holder = Response()
                 _set_cookie(
                     scope.get("scheme", "http"), self.https, holder, CSRF_COOKIE, fresh_secret

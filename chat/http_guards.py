@@ -90,6 +90,43 @@ class SecurityHeadersMiddleware:
             await response(scope, receive, send_with_headers)
 
 
+class AllowedHostsMiddleware:
+    """Starlette's TrustedHostMiddleware, remembering the Host headers it let through:
+    a browser sends the same one with every request, and checking it (parsing it,
+    matching each pattern) cost more than the rest of this module's work on a page
+    served from the page cache. A Host header not seen before goes through Starlette's
+    own check, which decides; only the exact values it accepted are remembered, at most
+    `KEPT` of them. With CHAT_FAST_PATHS=0 Starlette's middleware checks every request."""
+
+    KEPT = 256
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self._accepted: set[bytes] = set()
+        self._check = TrustedHostMiddleware(
+            self._accept, allowed_hosts=allowed_hosts, www_redirect=False
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _host(scope) in self._accepted:
+            return await self.app(scope, receive, send)
+        await self._check(scope, receive, send)
+
+    async def _accept(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host = _host(scope)
+        if host is not None and len(self._accepted) < self.KEPT:
+            self._accepted.add(host)
+        await self.app(scope, receive, send)
+
+
+def _host(scope: Scope) -> bytes | None:
+    """The first Host header, the one Starlette's `Headers.get` finds."""
+    for name, value in scope.get("headers", ()):  # none in a lifespan scope
+        if name == b"host":
+            return value  # type: ignore[no-any-return]
+    return None
+
+
 class BodyTooLarge(HTTPException):
     def __init__(self) -> None:
         super().__init__(413, "The request is too large.")
@@ -161,13 +198,13 @@ def guard_middleware(settings: Settings) -> list[Middleware]:
         guards.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
     guards.append(Middleware(SecurityHeadersMiddleware, https=settings.https))
     if "*" not in settings.allowed_hosts:
-        guards.append(
-            Middleware(
-                TrustedHostMiddleware,
-                allowed_hosts=list(settings.allowed_hosts),
-                www_redirect=False,
+        allowed = list(settings.allowed_hosts)
+        if settings.fast_paths:
+            guards.append(Middleware(AllowedHostsMiddleware, allowed_hosts=allowed))
+        else:
+            guards.append(
+                Middleware(TrustedHostMiddleware, allowed_hosts=allowed, www_redirect=False)
             )
-        )
     multipart_cap = (
         settings.max_files_per_message * settings.max_upload_bytes + 2 * settings.max_form_bytes
     )

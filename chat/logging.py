@@ -8,7 +8,8 @@ cookies or tokens.
 from __future__ import annotations
 
 import logging
-import secrets
+import os
+import random
 import sys
 import time
 
@@ -29,7 +30,23 @@ def loggable_path(path: str) -> str:
     return path
 
 
+# Request ids name a request in the logs; they are not secrets, so they come from a
+# generator seeded once per process (again in a forked child), not from os.urandom, a
+# system call per request.
+_request_ids = random.Random()
+os.register_at_fork(after_in_child=_request_ids.seed)
+
+
+class _Levels:
+    """Whether a request's line is logged at all: at WARNING and above it is not, and
+    the structlog call that would drop it still makes a logger (it is looked up per
+    call, below)."""
+
+    info = True
+
+
 def configure_logging(level: str) -> None:
+    _Levels.info = logging.getLevelName(level) <= logging.INFO
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -54,7 +71,7 @@ class RequestLogMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = secrets.token_hex(8)
+        request_id = f"{_request_ids.getrandbits(64):016x}"
         structlog.contextvars.clear_contextvars()
         # chat.auth.load_session binds the user's id once it knows it.
         structlog.contextvars.bind_contextvars(request_id=request_id, user_id=None)
@@ -71,10 +88,11 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info(
-                "request",
-                method=scope["method"],
-                path=loggable_path(scope["path"]),
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+            if _Levels.info:
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=loggable_path(scope["path"]),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )

@@ -147,9 +147,22 @@ SEARCH = Shows(public=_PUBLIC_ACTIVITY)
 class _Kept(NamedTuple):
     stamp: Hashable
     pieces: tuple[bytes, ...]
-    media_type: str | None
+    # Its headers as a hit sends them, but for the first: content-length, then
+    # content-type, then the page's own (as Response(body, media_type) and the page's
+    # raw headers would make them).
     headers: tuple[tuple[bytes, bytes], ...]
     size: int
+
+
+class _Served(Response):
+    """A kept page as a response, with the headers made when it was kept: building them
+    (Response.__init__) was a noticeable part of a hit."""
+
+    def __init__(self, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), *headers]
 
 
 class PageCache:
@@ -187,9 +200,7 @@ class PageCache:
         if kept is not None and kept.stamp == stamp:
             self._kept.move_to_end(key)
             self.hits += 1
-            response = Response(token.join(kept.pieces), media_type=kept.media_type)
-            response.raw_headers.extend(kept.headers)
-            return response
+            return _Served(token.join(kept.pieces), kept.headers)
         self.misses += 1
         response = await render()
         if _as_stamped(shows.room, stamp):
@@ -198,9 +209,12 @@ class PageCache:
 
     def _keep(self, key: Hashable, stamp: Hashable, token: bytes, response: Response) -> None:
         headers = tuple(
-            (name, value)
-            for name, value in response.raw_headers
-            if name not in (b"content-length", b"content-type")
+            [header for header in response.raw_headers if header[0] == b"content-type"]
+            + [
+                header
+                for header in response.raw_headers
+                if header[0] not in (b"content-length", b"content-type")
+            ]
         )
         if (
             response.status_code != 200
@@ -216,7 +230,7 @@ class PageCache:
         old = self._kept.pop(key, None)
         if old is not None:
             self._bytes -= old.size
-        self._kept[key] = _Kept(stamp, pieces, response.media_type, headers, size)
+        self._kept[key] = _Kept(stamp, pieces, headers, size)
         self._bytes += size
         while self._bytes > self.max_bytes:
             _, dropped = self._kept.popitem(last=False)

@@ -7,6 +7,7 @@ import socket
 import httpx
 import pytest
 from sqlalchemy import func, make_url, select
+from starlette.responses import PlainTextResponse
 
 from chat.app import create_app
 from chat.models import Message
@@ -181,6 +182,43 @@ async def test_a_foreign_host_is_400_and_never_written_into_a_link(anonymous):
     assert "evil.example" not in response.text
 
 
+async def test_remembered_hosts_are_exactly_those_starlette_let_through():
+    """chat.http_guards.AllowedHostsMiddleware remembers the Host headers Starlette's
+    check accepted; a foreign one stays refused however often a good one came first,
+    and of two Host headers the first decides, as in Starlette."""
+    from chat.http_guards import AllowedHostsMiddleware
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["headers"])
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    guard = AllowedHostsMiddleware(app, allowed_hosts=["localhost", "*.example.com"])
+
+    async def status(*hosts: bytes) -> int:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/", "query_string": b""}
+        scope["headers"] = [(b"host", host) for host in hosts]
+        await guard(scope, None, send)
+        return sent[0]["status"]
+
+    for _ in range(2):
+        assert await status(b"localhost:8000") == 200
+        assert await status(b"chat.example.com") == 200
+        assert await status(b"evil.example") == 400
+        assert await status(b"localhost.evil.example") == 400
+        assert await status(b"evil.example", b"localhost:8000") == 400
+        assert await status() == 400
+    assert await status(b"localhost:8000", b"evil.example") == 200
+    assert len(reached) == 5
+    assert guard._accepted == {b"localhost:8000", b"chat.example.com"}
+
+
 def test_the_default_hosts_are_localhost_only():
     settings = Settings.from_env({"CHAT_SECRET_KEY": "k" * 40})
     assert settings.allowed_hosts == ("localhost", "127.0.0.1")
@@ -277,3 +315,23 @@ def test_forwarded_headers_from_a_trusted_proxy_give_the_address_and_https(
         server.stop()
     assert "203.0.113.9" in page
     assert "Secure" in cookie
+
+
+async def test_each_request_has_its_own_id_in_its_header_and_its_log_line(anonymous, capsys):
+    import json
+
+    from chat.logging import configure_logging
+
+    configure_logging("INFO")
+    capsys.readouterr()
+    ids = [(await anonymous.client.get("/login")).headers["x-request-id"] for _ in range(3)]
+    assert len(set(ids)) == 3 and all(len(each) == 16 and int(each, 16) >= 0 for each in ids)
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["request_id"] for line in logged if line["event"] == "request"] == ids
+    configure_logging("WARNING")
+    try:
+        capsys.readouterr()
+        await anonymous.client.get("/login")
+        assert "request" not in capsys.readouterr().err
+    finally:
+        configure_logging("INFO")
