@@ -101,6 +101,7 @@ def _unsigned(secret_key: str, purpose: str, signed: str) -> object:
         return None
 
 
+@functools.lru_cache(maxsize=SIGNATURES_REMEMBERED)
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -137,7 +138,12 @@ async def start_session(request: Request, response: Response, user: User) -> Non
 
 def session_lifetimes(settings: Any) -> tuple[timedelta, timedelta]:
     """How long a session lasts at most, and unused."""
-    return timedelta(days=settings.session_days), timedelta(days=settings.session_idle_days)
+    return _lifetimes(settings.session_days, settings.session_idle_days)
+
+
+@functools.lru_cache(maxsize=16)
+def _lifetimes(days: float, idle_days: float) -> tuple[timedelta, timedelta]:
+    return timedelta(days=days), timedelta(days=idle_days)
 
 
 def _seconds(settings: Any) -> int:
@@ -203,7 +209,9 @@ async def load_session(request: Request) -> AuthSession | None:
                     ("session", token_hash, room_asked),
                     lambda: run_prepared(
                         request.app.state.db,
-                        lambda statements: AuthSession.find_row(statements, token_hash, room_asked),
+                        lambda statements: AuthSession.find_columns(
+                            statements, token_hash, room_asked
+                        ),
                         autocommit=True,
                     ),
                 )

@@ -2,7 +2,7 @@
 through an `AsyncSession`. Everything else uses the session (docs/database.md).
 
 Who uses it: the session lookup with the room its path names (chat.auth.load_session,
-AuthSession.find_row), a room's lookup (chat.routes.rooms.find_room), a post's transaction
+AuthSession.find_columns), a room's lookup (chat.routes.rooms.find_room), a post's transaction
 (MessagePath.post, Message.post), and the reads of the room page, the history pages, the
 rooms index and the read marker (chat.routes.rooms, chat.routes.messages,
 chat.routes.live, chat.html_cache), and the page cache's stamp (chat.page_cache); on
@@ -340,22 +340,37 @@ class Detached:
         return select(*self._columns)
 
     def split(self, row: Sequence[Any]) -> tuple[Any, ...]:
-        objects = []
+        return self.objects(self.columns(row))
+
+    def columns(self, row: Sequence[Any]) -> tuple[tuple[dict[str, Any], Any] | None, ...]:
+        """Each model's attributes and identity key from `row` (None where its primary
+        key is NULL): what `objects` makes objects of, as often as asked."""
+        split: list[tuple[dict[str, Any], Any] | None] = []
         start = 0
-        for manager, mapper, keys, primary_key in self._models:
+        for _, mapper, keys, primary_key in self._models:
             values = row[start : start + len(keys)]
             start += len(keys)
             if any(values[i] is None for i in primary_key):
+                split.append(None)
+                continue
+            key = mapper.identity_key_from_primary_key([values[i] for i in primary_key])
+            split.append((dict(zip(keys, values, strict=True)), key))
+        return tuple(split)
+
+    def objects(self, columns: Sequence[tuple[dict[str, Any], Any] | None]) -> tuple[Any, ...]:
+        """New objects, one per model, from `columns` (which stay as they are)."""
+        objects = []
+        for (manager, *_), each in zip(self._models, columns, strict=True):
+            if each is None:
                 objects.append(None)
                 continue
+            attributes, key = each
             instance = manager.new_instance()
-            instance.__dict__.update(zip(keys, values, strict=True))
+            instance.__dict__.update(attributes)
             # What make_transient_to_detached leaves on a new object whose columns are
             # all loaded: its identity key, nothing pending or expired (a new state's
             # defaults), at a third of the cost; tests/test_hot_statements.py compares.
-            instance_state(instance).key = mapper.identity_key_from_primary_key(
-                [values[i] for i in primary_key]
-            )
+            instance_state(instance).key = key
             objects.append(instance)
         return tuple(objects)
 

@@ -48,7 +48,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chat.hot_statements import Prepared, PreparedRunner, run_prepared
-from chat.htmx import is_history_restore, is_htmx
 from chat.models import Membership, Room, User
 
 # A room page is about 90 KB: a few hundred busy readers' recent pages per process.
@@ -184,16 +183,9 @@ class PageCache:
         if not self.enabled or request.method != "GET":
             return await render()
         user, scope = request.state.user, request.scope
-        key = (
-            user.id,
-            # Not request.url: building it costs more than the rest of the key.
-            scope.get("root_path", ""),
-            scope["path"],
-            scope["query_string"],
-            request.headers.get("host"),
-            is_htmx(request),
-            is_history_restore(request),
-        )
+        # Not request.url, nor request.headers: building them costs more than the key.
+        key = (user.id, scope.get("root_path", ""), scope["path"], scope["query_string"])
+        key += _varying(scope["headers"])
         stamp = await _stamp(request, user.id, shows)
         token = request.state.csrf_token.encode()
         kept = self._kept.get(key)
@@ -235,6 +227,21 @@ class PageCache:
         while self._bytes > self.max_bytes:
             _, dropped = self._kept.popitem(last=False)
             self._bytes -= dropped.size
+
+
+def _varying(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bool, bool]:
+    """What of the headers a page depends on: the first Host (the links' origin), and
+    whether htmx asks for a fragment (chat.htmx.is_htmx) or a whole page to restore
+    (chat.htmx.is_history_restore)."""
+    host, htmx, restore = None, False, False
+    for name, value in headers:
+        if name == b"host":
+            host = value if host is None else host
+        elif name == b"hx-request":
+            htmx = True
+        elif name == b"hx-history-restore-request":
+            restore = True
+    return host, htmx, restore
 
 
 def _as_stamped(room: Room | None, stamp: Any) -> bool:

@@ -69,35 +69,49 @@ async def test_a_prepared_session_lookup_gives_what_the_orm_loads(app, people, f
     assert await run_prepared(sessions, lambda db: AuthSession.find(db, "0" * 64)) is None
 
 
-async def test_detached_rows_are_in_the_state_make_transient_to_detached_leaves(app, people):
-    """Detached.split sets the identity key itself: the objects must be as
-    SQLAlchemy's own make_transient_to_detached would leave them."""
+async def test_detached_objects_are_in_the_state_the_orms_own_functions_leave(app, people):
+    """Detached.objects sets the identity key and AuthSession.found the session's user
+    themselves: the objects must be as SQLAlchemy's make_transient_to_detached and
+    set_committed_value would leave them, each time new ones."""
     from sqlalchemy.orm import make_transient_to_detached
+    from sqlalchemy.orm.attributes import set_committed_value
     from sqlalchemy.orm.exc import DetachedInstanceError
-
-    from chat.models.sessions import _SESSION_AND_ROOM_ROWS
 
     alice = await people("alice")
     room_id = await alice.create_room("general")
     token_hash = await session_of(app, "alice")
-    row = await run_prepared(
-        app.state.db, lambda statements: AuthSession.find_row(statements, token_hash, room_id)
+    columns = await run_prepared(
+        app.state.db, lambda statements: AuthSession.find_columns(statements, token_hash, room_id)
     )
-    for split in _SESSION_AND_ROOM_ROWS.split(row):
-        model = type(split)
+    auth_session, (room, membership) = AuthSession.found(columns)
+    again, (room_again, _) = AuthSession.found(columns)
+    assert again is not auth_session and room_again is not room
+    assert again.user is not auth_session.user and again.user.id == auth_session.user.id
+
+    def made_by_the_orm(found):
+        model = type(found)
         made = model.__mapper__.class_manager.new_instance()
-        made.__dict__.update({c.key: getattr(split, c.key) for c in model.__table__.c})
+        made.__dict__.update({c.key: getattr(found, c.key) for c in model.__table__.c})
         make_transient_to_detached(made)
-        ours, theirs = inspect(split), inspect(made)
+        return made
+
+    theirs_by_ours = {
+        found: made_by_the_orm(found)
+        for found in (auth_session, auth_session.user, room, membership)
+    }
+    set_committed_value(theirs_by_ours[auth_session], "user", theirs_by_ours[auth_session.user])
+    for found, made in theirs_by_ours.items():
+        ours, theirs = inspect(found), inspect(made)
         assert ours.key == theirs.key and ours.key[1][0] is not None
         assert ours.detached and theirs.detached
         for field in ("committed_state", "expired_attributes", "modified", "expired"):
             assert getattr(ours, field) == getattr(theirs, field), field
         assert ours.unloaded == theirs.unloaded
         for relationship in ours.unloaded:  # not loaded, and never loaded lazily
-            for each in (split, made):
+            for each in (found, made):
                 with pytest.raises(DetachedInstanceError):
                     getattr(each, relationship)
+    assert "user" not in inspect(auth_session).unloaded
 
 
 @pytest.mark.parametrize("fast_paths", [True, False], ids=["fast", "plain"])

@@ -41,9 +41,9 @@ async def test_a_session_is_read_once_while_the_database_is_unchanged(
     alice = await people("alice")
     assert (await alice.get("/")).status_code == 200
     reads = []
-    find_row = chat.auth.AuthSession.find_row
+    find_columns = chat.auth.AuthSession.find_columns
     monkeypatch.setattr(
-        chat.auth.AuthSession, "find_row", lambda *a: reads.append(a) or find_row(*a)
+        chat.auth.AuthSession, "find_columns", lambda *a: reads.append(a) or find_columns(*a)
     )
     for _ in range(3):
         assert (await alice.get("/")).status_code == 200

@@ -144,3 +144,26 @@ async def test_a_commit_by_another_worker_shows_at_once(people, app, settings):
         await other_worker.dispose()
     assert "set elsewhere" in (await bob.get(f"/rooms/{room_id}")).text
     assert "set elsewhere" in (await bob.get(f"/rooms/{room_id}")).text
+
+
+async def test_a_page_a_fragment_and_a_restored_page_are_kept_apart(people, app):
+    alice, _, room_id = await room_with_messages(people)
+    cache = app.state.page_cache
+    kinds = {
+        "page": {},
+        "fragment": {"HX-Request": "true"},
+        "restore": {"HX-Request": "true", "HX-History-Restore-Request": "true"},
+    }
+    for path in (page.format(room=room_id) for page in PAGES):
+        first = {kind: await alice.get(path, headers=headers) for kind, headers in kinds.items()}
+        hits = cache.hits
+        for kind, headers in kinds.items():
+            assert (await alice.get(path, headers=headers)).content == first[kind].content
+        assert cache.hits == hits + 3, path
+        cache.enabled = False
+        try:
+            for kind, headers in kinds.items():
+                plain = await alice.get(path, headers=headers)
+                assert plain.content == first[kind].content, (path, kind)
+        finally:
+            cache.enabled = True

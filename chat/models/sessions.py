@@ -23,7 +23,6 @@ from sqlalchemy.orm import (
     mapped_column,
     relationship,
 )
-from sqlalchemy.orm.attributes import set_committed_value
 
 from chat.hot_statements import Detached, Prepared, PreparedRunner
 from chat.models.base import ROOM, Base, UTCDateTime, utcnow
@@ -105,24 +104,26 @@ class AuthSession(Base):
         `room_id` is given, that room as its user may see it (Room.visible_to), in one
         statement: every signed-in request asks it first. Synchronous, for
         chat.hot_statements.run_prepared."""
-        return cls.found(cls.find_row(statements, token_hash, room_id))
+        return cls.found(cls.find_columns(statements, token_hash, room_id))
 
     @staticmethod
-    def find_row(
+    def find_columns(
         statements: PreparedRunner, token_hash: str, room_id: int | None = None
-    ) -> tuple[Any, ...] | None:
-        """`find`'s row, plain values (chat.kept_reads keeps it)."""
-        return statements.first(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id})
+    ) -> Any:
+        """What `find` finds as plain values, for `found` to make objects of: kept
+        between requests by chat.kept_reads."""
+        row = statements.first(_SESSION_AND_ROOM, {"token_hash": token_hash, "room": room_id})
+        return None if row is None else _SESSION_AND_ROOM_ROWS.columns(row)
 
     @staticmethod
-    def found(
-        row: tuple[Any, ...] | None,
-    ) -> tuple[AuthSession, tuple[Room, Membership | None] | None] | None:
-        """`find`'s objects from its row: new ones each time."""
-        if row is None:
+    def found(columns: Any) -> tuple[AuthSession, tuple[Room, Membership | None] | None] | None:
+        """`find`'s objects from `find_columns`' values: new ones each time."""
+        if columns is None:
             return None
-        auth_session, user, room, membership = _SESSION_AND_ROOM_ROWS.split(row)
-        set_committed_value(auth_session, "user", user)
+        auth_session, user, room, membership = _SESSION_AND_ROOM_ROWS.objects(columns)
+        # The relationship loaded, as a joined load leaves it (set_committed_value's
+        # work on a new object; tests/test_hot_statements.py compares).
+        auth_session.__dict__["user"] = user
         return auth_session, None if room is None else (room, membership)
 
 
