@@ -23,8 +23,11 @@ together at its end, each room's newest count once. In a room of 1,500 members
 posting 25 messages a second (`chat bench capacity` at 10,000 people) each member's
 stream had a frame per message, as many writes as the room streams' own; now it has
 one a second. The notices that take no frame are counted by the publishing task
-itself (`Subscription.direct`) without waking the stream's task, and each notice's
-JSON is parsed once for all of its subscribers (`_notice`).
+itself (`Subscription.direct`) without waking the stream's task, each notice's JSON
+is parsed once for all of its subscribers (`_notice`), and under `chat serve` the
+window's end writes what it held itself (`write_now`, from chat.streams), again
+without the stream's task; the plain path (CHAT_FAST_PATHS=0) has its task send them,
+the same bytes.
 """
 
 from __future__ import annotations
@@ -103,6 +106,9 @@ class UserStream:
         self._counts: dict[int, RoomCounts] = {}
         self._held: set[int] = set()  # rooms whose newest counts wait for the window's end
         self._window: asyncio.TimerHandle | None = None
+        # Set by chat.streams on the fast path: writes a chunk now if the client's
+        # connection takes it (True), or writes nothing (False).
+        self.write_now: Callable[[bytes], bool] | None = None
 
     def _cut_off(self) -> None:
         log.info("stream.cut_off", user_id=self.user_id)
@@ -155,7 +161,7 @@ class UserStream:
                     if channel == _WINDOW_ENDED:
                         if self._held:
                             self._open_window()
-                            yield b"".join(counts[room_id].frame() for room_id in self._held)
+                            yield self._held_frames()
                             self._held.clear()
                         continue
                     if channel == own:
@@ -243,5 +249,16 @@ class UserStream:
 
     def _window_ended(self) -> None:
         self._window = None
-        if self._held:  # the task sends what was held, and opens the next window
-            self._subscription.deliver(_WINDOW_ENDED, b"")
+        if not self._held:
+            return
+        # Written here when it can be: each held count is its room's newest, and anything
+        # still queued for the task is newer still, so the order of each room's counts
+        # holds. Otherwise the task sends them, and opens the next window.
+        if self.write_now is not None and self.write_now(self._held_frames()):
+            self._held.clear()
+            self._open_window()
+            return
+        self._subscription.deliver(_WINDOW_ENDED, b"")
+
+    def _held_frames(self) -> bytes:
+        return b"".join(self._counts[room_id].frame() for room_id in self._held)

@@ -50,6 +50,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 
 from chat import sse
+from chat.activity import UserStream
 from chat.broker import cancel_tasks
 from chat.message_path import Order, RoomStream
 from chat.presence import Presence
@@ -296,6 +297,8 @@ class RoomStreamResponse(EventSourceResponse):
         self._direct = DirectWrite.to(receive)
         if isinstance(self.stream, RoomStream):
             self.stream.deliver_now = fan_out(self.stream, self.send_now)
+        elif isinstance(self.stream, UserStream):
+            self.stream.write_now = self.send_now
         self.stream.close = self.end
         async with self.streams.presence.connected(self.stream.user_id):
             # Only once the user counts as online: a client that has the headers of its
