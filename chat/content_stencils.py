@@ -47,13 +47,15 @@ class _Markers:
 
 
 def fill_texts(seq: int, created_at: datetime, html: str) -> dict[str, str]:
-    """What the template makes of each value the stencil fills in, by slot name."""
-    return {
-        "seq": str(seq),
-        "iso": created_at.isoformat(),
-        "minute": created_at.strftime("%Y-%m-%d %H:%M"),
-        "html": html,
-    }
+    """What the template makes of each value the stencil fills in, by slot name. The
+    minute is cut from the ISO form, which strftime("%Y-%m-%d %H:%M") writes alike from
+    the year 1000 on (strftime is the dearer of the two)."""
+    iso = created_at.isoformat()
+    if created_at.year >= 1000:
+        minute = f"{iso[:10]} {iso[11:16]}"
+    else:
+        minute = created_at.strftime("%Y-%m-%d %H:%M")
+    return {"seq": str(seq), "iso": iso, "minute": minute, "html": html}
 
 
 # Values no message has: 17-digit numbers (paths take up to 18), times in the 1970s, and
@@ -87,9 +89,17 @@ class ContentStencils:
 
     def content(self, message: Any) -> str | None:
         """The content of `message` from its stencil, or None when it has none."""
-        if type(message) is not Message or not self._fits(message):
+        if type(message) is not Message:
             return None
-        key = (message.room_id, message.author_id, *_author(message))
+        state = message.__dict__
+        if not _fits(message, state):
+            return None
+        author = state["author"]
+        room_id, author_id = message.room_id, message.author_id
+        if author is None:  # a deleted account's
+            key: tuple[Any, ...] = (room_id, author_id, "", "", None)
+        else:
+            key = (room_id, author_id, author.username, author.display_name, author.avatar_key)
         stencil = self._stencils.get(key, False)
         if stencil is False:
             if len(self._stencils) >= MAX_STENCILS:
@@ -105,21 +115,6 @@ class ContentStencils:
             filled.append(piece)
         return "".join(filled)
 
-    @staticmethod
-    def _fits(message: Message) -> bool:
-        """A fresh message's shape, with everything the template reads loaded."""
-        state = message.__dict__
-        return (
-            all(name in state for name in _LOADED)
-            and message.reply_to_seq is None
-            and message.reply_to is None
-            and not message.attachments
-            and not message.reactions
-            and message.edited_at is None
-            and message.deleted_at is None
-            and message.created_at is not None
-        )
-
     def _made(self, message: Message) -> Stencil | None:
         first, second = (self._render(_stand_in(message, markers)) for markers in (_A, _B))
         parts = _SLOTS.split(first)
@@ -134,8 +129,24 @@ class ContentStencils:
         return pieces, slots
 
 
-def _author(message: Message) -> tuple[Any, ...]:
-    return message.author_name, message.author_display, message.author_avatar
+def _fits(message: Message, state: dict[str, Any]) -> bool:
+    """A fresh message's shape, with everything the template reads loaded. Read from
+    its state (`__dict__`) where it is there: through the ORM's attributes these checks
+    cost as much as filling the stencil."""
+
+    def value(name: str) -> Any:
+        return state[name] if name in state else getattr(message, name)
+
+    return (
+        all(name in state for name in _LOADED)
+        and value("reply_to_seq") is None
+        and state["reply_to"] is None
+        and not state["attachments"]
+        and not state["reactions"]
+        and value("edited_at") is None
+        and value("deleted_at") is None
+        and value("created_at") is not None
+    )
 
 
 def _stand_in(message: Message, markers: _Markers) -> Message:
