@@ -187,8 +187,11 @@ async def load_session(request: Request) -> AuthSession | None:
     A request about a room (a `room_id` in its path) asks for the room next
     (chat.routes.rooms.find_room): the same statement reads it, in the same hop to the
     database, for find_room to take from request.state."""
-    if hasattr(request.state, "auth_session"):
-        return request.state.auth_session
+    # request.state's own dictionary: asking request.state for a name it lacks raises
+    # (and formats) an AttributeError, on every signed-in request.
+    state = request.scope.setdefault("state", {})
+    if "auth_session" in state:
+        return state["auth_session"]  # type: ignore[no-any-return]
     auth_session, room_asked, visible_room = None, None, None
     settings = request.app.state.settings
     cookie = request_cookies(request.scope).get(cookie_name(SESSION_COOKIE, settings.https))
@@ -223,10 +226,10 @@ async def load_session(request: Request) -> AuthSession | None:
                 and await _still_valid(request, found[0])
             ):
                 auth_session, visible_room = found
-    request.state.auth_session = auth_session
-    request.state.user = auth_session.user if auth_session else None
-    request.state.room_asked = room_asked if auth_session else None
-    request.state.visible_room = visible_room
+    state["auth_session"] = auth_session
+    state["user"] = auth_session.user if auth_session else None
+    state["room_asked"] = room_asked if auth_session else None
+    state["visible_room"] = visible_room
     # On every log line of the request, including an event stream's, which does not
     # keep these rows (chat.streams.StreamHandoverMiddleware).
     structlog.contextvars.bind_contextvars(user_id=auth_session.user_id if auth_session else None)
