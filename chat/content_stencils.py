@@ -46,10 +46,13 @@ class _Markers:
         self.texts = fill_texts(number, when, html)
 
 
-def fill_texts(seq: int, created_at: datetime, html: str) -> dict[str, str]:
+def fill_texts(seq: int, created_at: datetime, html: str, time: bool = True) -> dict[str, str]:
     """What the template makes of each value the stencil fills in, by slot name. The
     minute is cut from the ISO form, which strftime("%Y-%m-%d %H:%M") writes alike from
-    the year 1000 on (strftime is the dearer of the two)."""
+    the year 1000 on (strftime is the dearer of the two). Without `time`, no time (a
+    stencil without its slots: a frame's article)."""
+    if not time:
+        return {"seq": str(seq), "html": html}
     iso = created_at.isoformat()
     if created_at.year >= 1000:
         minute = f"{iso[:10]} {iso[11:16]}"
@@ -87,8 +90,10 @@ class ContentStencils:
         # None: that key makes no stencil (see the module docstring).
         self._stencils: dict[Hashable, Stencil | None] = {}
 
-    def content(self, message: Any) -> str | None:
-        """The content of `message` from its stencil, or None when it has none."""
+    def content(self, message: Any, html: str | None = None) -> str | None:
+        """The content of `message` from its stencil, or None when it has none. `html`:
+        what fills the HTML's place instead of the message's own (a frame's article is
+        stencilled around its content: chat.message_path.MessagePath.render)."""
         if type(message) is not Message:
             return None
         state = message.__dict__
@@ -108,7 +113,12 @@ class ContentStencils:
         if stencil is None:
             return None
         pieces, slots = stencil
-        texts = fill_texts(message.seq, message.created_at, message.html)
+        texts = fill_texts(
+            message.seq,
+            message.created_at,
+            message.html if html is None else html,
+            time="iso" in slots or "minute" in slots,
+        )
         filled = [pieces[0]]
         for slot, piece in zip(slots, pieces[1:], strict=True):
             filled.append(texts[slot])

@@ -18,11 +18,13 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import emoji
 import structlog
 from jinja2 import Environment
+from markupsafe import Markup
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,6 +36,7 @@ from chat.broker import (
     room_channel,
     user_channel,
 )
+from chat.content_stencils import ContentStencils
 from chat.db import is_disconnect
 from chat.hot_statements import run_prepared
 from chat.html_cache import HtmlCache
@@ -156,13 +159,31 @@ class MessagePath:
     # Told of every stored message and whom it mentions, without being waited for
     # (chat.webhooks.OutgoingWebhooks.message_posted).
     after_post: Callable[[Message, list[User]], None] | None = None
+    _articles: ContentStencils = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A new message's article around its content, from a stencil like its content's
+        # (chat.content_stencils): the macro's call cost a frame as much as the rest.
+        articles = ContentStencils(
+            # A stand-in's HTML: the stencil's marker for the content's place.
+            lambda message: str(self._article(message, Markup(message.html)))  # noqa: S704
+        )
+        object.__setattr__(self, "_articles", articles)
+
+    @property
+    def _article(self) -> Any:
+        return self.templates.get_template("messages/_message.html").module.article
 
     def render(self, message: Message) -> str:
         """A frame's message: the one partial's macro (messages/_message.html), called
         for no reader. Called straight, not through a render of the template, which
         builds a template context each time: that cost several times the macro itself."""
-        article = self.templates.get_template("messages/_message.html").module.article
-        return str(article(message, self.html_cache.content(message)))
+        content = self.html_cache.content(message)
+        if self.html_cache.fast:
+            framed = self._articles.content(message, html=str(content))
+            if framed is not None:
+                return framed
+        return str(self._article(message, content))
 
     def frame(self, message: Message, cursor: Cursor) -> bytes:
         """A new message, as it stands now."""

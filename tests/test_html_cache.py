@@ -222,3 +222,17 @@ def test_a_template_that_uses_a_fresh_messages_values_otherwise_makes_no_stencil
     assert (content is not None) is stencilled
     if content is not None:
         assert content == html_cache._render_content(message, html_cache.versions.marker)
+
+
+async def test_a_new_messages_frame_from_its_stencil_is_the_macros(app):
+    path, html_cache = app.state.messages, app.state.html_cache
+    article = app.state.templates.get_template("messages/_message.html").module.article
+    authors = [
+        User(id=1, username="alice", display_name="", avatar_key=None),
+        User(id=2, username="bob", display_name='Bób <b>"&', avatar_key="a1b2c3"),
+        None,
+    ]
+    for number, author in enumerate(authors, start=1):
+        message = fresh_message(number, author, html='<p>x &amp; <a href="/y">y</a></p>\n')
+        assert path.render(message) == str(article(message, html_cache.content(message)))
+    assert sum(stencil is not None for stencil in path._articles._stencils.values()) == 3
