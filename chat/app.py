@@ -12,6 +12,7 @@ import anyio
 from jinja2 import BytecodeCache, pass_context
 from jinja2.bccache import Bucket
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -123,6 +124,9 @@ async def render_error(request: Request, exc: Exception) -> Response:
 UNAVAILABLE = {
     BrokerUnavailable: "Live delivery is down for a moment; nothing was sent. Try again.",
     DBAPIError: "The database is unavailable for a moment. Try again.",
+    # No connection came free within the pool's timeout (on SQLite, its one connection):
+    # the server is overloaded, not broken.
+    PoolTimeout: "The server is busy for a moment. Try again.",
 }
 
 
@@ -213,6 +217,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             HTTPException: render_error,
             BrokerUnavailable: render_unavailable,
             DBAPIError: render_unavailable,
+            PoolTimeout: render_unavailable,
         },
     )
     if settings.fast_paths:

@@ -1,5 +1,7 @@
 from sqlalchemy import func, select
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+import chat.routes.search
 from chat.models import Message
 
 
@@ -122,3 +124,21 @@ async def test_healthz_reports_database_and_broker(anonymous):
     response = await anonymous.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+async def test_a_request_that_waits_too_long_for_a_database_connection_is_a_503(
+    people, monkeypatch
+):
+    # An overloaded server (chat bench capacity past its capacity): on SQLite every
+    # request queues for one connection, and one that waited past the pool's timeout
+    # may be retried, as when the database is down; it is not a bug.
+    alice = await people("alice")
+
+    async def overloaded(*args, **kwargs):
+        raise PoolTimeout("QueuePool limit of size 1 overflow 0 reached, connection timed out")
+
+    monkeypatch.setattr(chat.routes.search, "search", overloaded)
+    response = await alice.get("/search?q=hello")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "busy" in response.text
