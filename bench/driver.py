@@ -225,6 +225,20 @@ class Connection:
             self.close()
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            return await self._exchange(raw)
+        try:
+            return await self._exchange(raw)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            # A kept-alive connection the server closed as the request went out (its idle
+            # timer runs from its own clock; a loaded client reads late): a browser sends
+            # the request again on a new connection when no byte of an answer came.
+            self.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            return await self._exchange(raw)
+
+    async def _exchange(self, raw: bytes) -> tuple[int, bytes]:
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
