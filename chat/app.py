@@ -39,7 +39,7 @@ from chat.router import SegmentRouter
 from chat.routes import routes
 from chat.settings import Settings
 from chat.storage import LocalMediaStorage
-from chat.streams import OpenStreams, StreamHandoverMiddleware
+from chat.streams import HandoverStarlette, OpenStreams
 from chat.wal_checkpoints import sqlite_checkpoints
 from chat.webhooks import OutgoingWebhooks
 
@@ -199,12 +199,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await engine.dispose()
             app.state.kept_reads.close()
 
-    app = Starlette(
+    app = HandoverStarlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
             Middleware(RequestLogMiddleware),
-            Middleware(StreamHandoverMiddleware),
             *guard_middleware(settings),
             Middleware(
                 CSRFMiddleware,

@@ -44,7 +44,7 @@ def raise_fd_limit() -> int:
 
 
 # How `chat serve` runs uvicorn, besides where it listens. The fan-out path depends on
-# the httptools protocol (chat.streams.DirectWrite); tests/test_stream_serving.py serves
+# the httptools protocol (chat.stream_connection.DirectWrite); tests/test_stream_serving.py serves
 # the app with these same options and fails if it no longer takes that path.
 UVICORN_OPTIONS: dict[str, object] = {
     "loop": "uvloop",

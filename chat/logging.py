@@ -62,6 +62,11 @@ def configure_logging(level: str) -> None:
     )
 
 
+# The scope key under which an event stream's response hands itself over, to be served
+# once the app has returned (chat.streams).
+OPEN_STREAM = "chat.open_stream"
+
+
 class RequestLogMiddleware:
     """Gives each request an id (echoed as X-Request-ID) and logs one line when it ends."""
 
@@ -85,9 +90,7 @@ class RequestLogMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
+        def log_request() -> None:
             if _Levels.info:
                 log.info(
                     "request",
@@ -96,3 +99,14 @@ class RequestLogMiddleware:
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 )
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            handed_over = scope.get(OPEN_STREAM)
+            if handed_over is None:
+                log_request()
+            else:
+                # An event stream is served once the app has returned, outside this
+                # middleware (chat.streams.StreamHandoverMiddleware): logged as it ends.
+                handed_over.when_served = log_request

@@ -7,13 +7,14 @@ them, were most of an idle stream's memory. `RoomStreamResponse` is still an
 `EventSourceResponse` (its headers, its answer to HEAD, its shutdown detection, its
 comment frame for the heartbeat), but its `__call__` is its own, and the stream runs in
 the task the server already runs for the request, after the app has returned
-(`StreamHandoverMiddleware`):
+(`StreamHandoverMiddleware`, above every middleware: `HandoverStarlette`):
 
 - the heartbeat and the shutdown watch are process-wide (`OpenStreams`: two tasks in
   the app's lifespan for all streams together);
-- the client's disconnect is noticed without a task: the server's `receive()` is
-  stepped by callbacks (`watch_disconnect`), and the disconnect cancels the stream
-  wherever it waits;
+- the client's disconnect is noticed without a task (`watch_disconnect`: under
+  uvicorn a `DisconnectSignal` stands in for the connection's `message_event`, under
+  other servers `receive()` is stepped by callbacks), and the disconnect cancels the
+  stream's task wherever it waits;
 - the stream's task writes without waiting when it can (`send_now`), and only a client
   whose connection is not taking more makes it wait, for at most `send_timeout`;
 - the fan-out path (`fan_out`): a live frame published while a room stream waits is
@@ -27,9 +28,10 @@ is sse-starlette's own `EventSourceResponse` around the same frames, with the sa
 headers, heartbeat comment and send timeout: the plain path, the same bytes
 (tests/test_fast_paths.py).
 
-It uses private names of sse-starlette (`_listen_for_exit_signal`), uvicorn (the fields of
-httptools' `RequestResponseCycle`) and asyncio (`_asyncio_future_blocking`); each library
-is pinned to its minor version in pyproject.toml, and tests/test_private_names.py fails
+It uses a private name of sse-starlette (`_listen_for_exit_signal`), and through
+chat.stream_connection fields of uvicorn's httptools `RequestResponseCycle` (its
+`message_event` among them) and asyncio's `_asyncio_future_blocking`; each library is
+pinned to its minor version in pyproject.toml, and tests/test_private_names.py fails
 loudly on an upgrade that drops one.
 """
 
@@ -38,22 +40,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from functools import lru_cache
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 
 from chat import sse
 from chat.activity import UserStream
 from chat.broker import cancel_tasks
+from chat.logging import OPEN_STREAM
 from chat.message_path import Order, RoomStream
 from chat.presence import Presence
+from chat.stream_connection import DirectWrite, watch_disconnect
 
 log = structlog.get_logger("chat.streams")
 
@@ -61,71 +64,10 @@ log = structlog.get_logger("chat.streams")
 # (chat.api.stream.ApiRoomStream), or the rooms page's counts (UserStream).
 Stream = Any
 
-# The scope key under which a response hands its stream to StreamHandoverMiddleware.
-OPEN_STREAM = "chat.open_stream"
 HEARTBEAT_EVENT = ServerSentEvent(comment="ping", sep="\n")
 HEARTBEAT = HEARTBEAT_EVENT.encode()
 # The heartbeat writes this many streams, then lets other work run.
 HEARTBEAT_BATCH = 200
-
-
-@lru_cache(maxsize=256)
-def http_chunk(body: bytes) -> bytes:
-    """`body` framed as one chunk of a chunked HTTP/1.1 body, exactly as uvicorn frames
-    it. Cached like chat.sse' parsing: every stream of a room writes the same
-    frame object, framed once per publish rather than once per subscriber."""
-    return b"%x\r\n%b\r\n" % (len(body), body)
-
-
-class DirectWrite:
-    """Writes body chunks of a response to uvicorn's httptools connection without its
-    ASGI `send`: per chunk, `send` costs a message dict, a coroutine for it and for each
-    middleware wrapper above the stream (`StreamHandoverMiddleware`), the chunk framed
-    again, and a StopIteration, which on the fan-out path together cost more CPU than
-    the write's system call.
-
-    `write` does what uvicorn's `RequestResponseCycle.send` does for a body chunk with
-    more to come, in the one case it would write at once (a chunk to write, response
-    started, chunked, not complete, connection open, transport not paused), and
-    returns None in every other case, for the caller to go through `send`, which
-    handles each as before: so the bytes on the wire are the same either way. It
-    depends on that method and on the fields it reads (`chunked_encoding`,
-    `response_complete`, `disconnected`, `flow.write_paused`, `transport`);
-    tests/test_stream_serving.py fails if `chat serve` stops taking this path or its
-    bytes differ from `send`'s.
-
-    Bypassing the middleware is sound because no middleware changes body chunks (see
-    `StreamHandoverMiddleware`); only the start of the response passes through them.
-    """
-
-    __slots__ = ("_connection",)
-
-    def __init__(self, connection: HttpToolsCycle) -> None:
-        self._connection = connection
-
-    @classmethod
-    def to(cls, receive: Receive) -> DirectWrite | None:
-        """The direct write for the connection whose `receive` this is (no middleware
-        above the stream wraps `receive`), or None under any other server."""
-        connection = getattr(receive, "__self__", None)
-        return cls(connection) if isinstance(connection, HttpToolsCycle) else None
-
-    def write(self, chunk: bytes) -> bool | None:
-        """True once written, False when the transport is paused (`send` would wait
-        before writing anything), None when `send` must handle it (an empty chunk
-        included: framed, it would end the body)."""
-        connection = self._connection
-        if (
-            not chunk
-            or not connection.chunked_encoding
-            or connection.response_complete
-            or connection.disconnected
-        ):
-            return None
-        if connection.flow.write_paused:
-            return False
-        connection.transport.write(http_chunk(chunk))
-        return True
 
 
 def fan_out(stream: RoomStream, write_now: Callable[[bytes], bool]) -> Callable[[str, bytes], bool]:
@@ -167,86 +109,6 @@ def fan_out(stream: RoomStream, write_now: Callable[[bytes], bool]) -> Callable[
     return deliver_now
 
 
-class DisconnectSignal:
-    """Stands in for the `message_event` of uvicorn's httptools connection while a
-    stream is open, to notice the client's disconnect with no waiting coroutine at
-    all: `connection_lost` sets `disconnected` and then calls `message_event.set()`,
-    which here calls `on_disconnect`. Nothing else waits on that event once the app has
-    returned (only `receive()` does, and nothing calls it any more); its other `set()`
-    calls (a request body arriving, the response completing) are ignored, as the
-    stepped `receive()` below ignores them. It saves the asyncio.Event (a deque with
-    its block) and what stepping `receive()` keeps, about 1.7 KB of an idle stream's
-    19 (a tracemalloc diff over 5,000 streams). It depends on uvicorn's
-    `RequestResponseCycle.message_event` and `disconnected`
-    (tests/test_private_names.py)."""
-
-    __slots__ = ("_connection", "_on_disconnect")
-
-    def __init__(self, connection: HttpToolsCycle, on_disconnect: Callable[[], None]) -> None:
-        self._connection = connection
-        self._on_disconnect: Callable[[], None] | None = on_disconnect
-
-    def set(self) -> None:
-        if self._connection.disconnected and self._on_disconnect is not None:
-            on_disconnect, self._on_disconnect = self._on_disconnect, None
-            on_disconnect()
-
-    def clear(self) -> None:
-        pass
-
-    def is_set(self) -> bool:
-        return False
-
-    async def wait(self) -> None:  # nothing calls receive() once the stream is served
-        raise RuntimeError("an open event stream's connection is not to be read")
-
-    def stop(self) -> None:
-        self._on_disconnect = None
-
-
-def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> Callable[[], None]:
-    """Call `on_disconnect` when `receive()` says the client has gone, without a task
-    waiting for it. Returns the function that stops watching.
-
-    Under uvicorn's httptools protocol a `DisconnectSignal` replaces the connection's
-    `message_event`. Under any other server the coroutine is stepped by hand, as a task
-    would step it, each time the future it waits on is done (uvicorn's receive waits on
-    an asyncio.Event that it sets when the connection is lost)."""
-    connection = getattr(receive, "__self__", None)
-    if isinstance(connection, HttpToolsCycle):
-        signal = DisconnectSignal(connection, on_disconnect)
-        connection.message_event = signal  # type: ignore[assignment]
-        signal.set()  # it may have gone already
-        return signal.stop
-    receiving: Coroutine[Any, Any, Message] = receive()
-    stopped = False
-
-    def step(_: object = None) -> None:
-        nonlocal receiving
-        # The future can be done, and this step due, when the stream has just ended.
-        while not stopped:
-            try:
-                waiting = receiving.send(None)
-            except StopIteration as received:
-                if received.value["type"] == "http.disconnect":
-                    on_disconnect()
-                    return
-                receiving = receive()  # it was the request's body (none, for a GET)
-                continue
-            # A task clears this before it waits on the future it was handed.
-            waiting._asyncio_future_blocking = False
-            waiting.add_done_callback(step)
-            return
-
-    def stop() -> None:
-        nonlocal stopped
-        stopped = True
-        receiving.close()
-
-    step()
-    return stop
-
-
 class RoomStreamResponse(EventSourceResponse):
     """An SSE response streamed by the request's task alone, and torn down as soon as its
     stream is cut off, its client goes, it cannot write for `send_timeout` or the server
@@ -281,6 +143,8 @@ class RoomStreamResponse(EventSourceResponse):
         # and since when the client's connection has refused a heartbeat.
         self.wrote = False
         self.stalled_since: float | None = None
+        # Called once served (the request log's line).
+        self.when_served: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "HEAD":
@@ -291,8 +155,8 @@ class RoomStreamResponse(EventSourceResponse):
         scope[OPEN_STREAM] = self
 
     async def serve(self, receive: Receive, send: Send) -> None:
-        """Stream, in the request's task, with `receive` and `send` from below every
-        middleware but the request log (whose `send` only looks at the start)."""
+        """Stream, in the request's task, with the server's own `receive` and `send`
+        (from above every middleware)."""
         self._send = send
         self._direct = DirectWrite.to(receive)
         if isinstance(self.stream, RoomStream):
@@ -507,12 +371,13 @@ async def _online_while_open(stream: Stream, presence: Presence) -> AsyncIterato
 class StreamHandoverMiddleware:
     """Serves a RoomStreamResponse once the app below it has returned. A stream is open
     for hours; this way its task holds none of the request's frames, `Request` objects
-    and closures (Starlette's routing's and the middleware's below this one: half of a
-    stream's memory), nor the rows its authentication left on `request.state`, and its
-    body chunks pass none of those middleware (the fan-out path writes each frame to a
-    thousand streams). It comes right after the request log, which logs a stream's
-    request when the stream ends, as for any other response. No middleware may change
-    body chunks (SSE must not be compressed anyway)."""
+    and closures (Starlette's routing's and every middleware's, Starlette's own error
+    handler and the request log included: `HandoverStarlette` puts this above them),
+    nor the rows its authentication left on `request.state`, and its body chunks pass
+    no middleware (the fan-out path writes each frame to a thousand streams). The
+    request log's line is written when the stream ends (`when_served`), as for any
+    other response. No middleware may change body chunks (SSE must not be compressed
+    anyway), and only the start passes through them."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -528,4 +393,21 @@ class StreamHandoverMiddleware:
             headers = scope.pop("headers", None)
             if isinstance(headers, list):
                 headers.clear()  # the server's connection keeps the same list
-            await response.serve(receive, send)
+            try:
+                await response.serve(receive, send)
+            finally:
+                if response.when_served is not None:
+                    response.when_served()
+
+
+class HandoverStarlette(Starlette):
+    """Starlette with `StreamHandoverMiddleware` above all of its middleware, Starlette's
+    own error handler (always the outermost of them) included: an idle stream's task
+    then waits under two frames fewer, and without the request log's closure (0.9 KiB
+    of an idle stream's 17.6: VmRSS over 5,000 idle streams, before and after taking
+    turns). An exception while streaming reaches the server directly, which logs it;
+    Starlette's handler would have let it through too (the response has started: there
+    is no error page to send)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return StreamHandoverMiddleware(super().build_middleware_stack())

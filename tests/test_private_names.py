@@ -56,7 +56,7 @@ def test_sse_starlette_still_has_the_exit_detection_the_streams_wait_on():
 
 
 def test_uvicorn_httptools_connection_still_has_the_fields_a_direct_write_reads():
-    # chat.streams.DirectWrite.write reads these.
+    # chat.stream_connection.DirectWrite.write reads these.
     source = inspect.getsource(RequestResponseCycle.__init__)
     for field in ("transport", "flow", "chunked_encoding", "response_complete", "disconnected"):
         assert f"self.{field} =" in source or f"self.{field}:" in source, (
@@ -66,7 +66,7 @@ def test_uvicorn_httptools_connection_still_has_the_fields_a_direct_write_reads(
 
 
 def test_uvicorn_httptools_connection_still_signals_a_lost_client_through_message_event():
-    # chat.streams.DisconnectSignal replaces message_event: connection_lost must still
+    # chat.stream_connection.DisconnectSignal replaces message_event: connection_lost must still
     # mark the cycle disconnected and then set that event, and receive() wait on it.
     lost = inspect.getsource(HttpToolsProtocol.connection_lost)
     assert lost.index("self.cycle.disconnected = True") < lost.index(
@@ -74,6 +74,21 @@ def test_uvicorn_httptools_connection_still_signals_a_lost_client_through_messag
     )
     assert "self.message_event = message_event" in inspect.getsource(RequestResponseCycle.__init__)
     assert "await self.message_event.wait()" in inspect.getsource(RequestResponseCycle.receive)
+
+
+async def test_uvicorns_flow_control_still_waits_on_an_event_whose_waiters_a_list_can_hold():
+    # chat.stream_connection._lighten_writable_event swaps the Event's deque for a list.
+    flow = FlowControl(transport=None)
+    event = flow._is_writable_event
+    assert isinstance(event, asyncio.Event) and not event._waiters
+    event._waiters = []
+    event.clear()
+    waiting = asyncio.ensure_future(flow.drain())
+    await asyncio.sleep(0)
+    assert len(event._waiters) == 1
+    event.set()
+    await waiting
+    assert event._waiters == []
 
 
 async def test_aiosqlite_still_has_the_queue_and_connection_the_sqlite_fast_path_uses():
@@ -84,7 +99,7 @@ async def test_aiosqlite_still_has_the_queue_and_connection_the_sqlite_fast_path
 
 
 async def test_asyncio_futures_still_carry_the_flag_a_task_clears_before_it_waits():
-    # chat.streams.watch_disconnect steps a server's receive() as a task would.
+    # chat.stream_connection.watch_disconnect steps a server's receive() as a task would.
     future = asyncio.get_running_loop().create_future()
     assert future._asyncio_future_blocking is False
 

@@ -24,13 +24,8 @@ from chat import sse
 from chat.app import create_app
 from chat.cli import UVICORN_OPTIONS
 from chat.sse import RETRY_FRAME, Cursor
-from chat.streams import (
-    HEARTBEAT,
-    DirectWrite,
-    OpenStreams,
-    RoomStreamResponse,
-    watch_disconnect,
-)
+from chat.stream_connection import DirectWrite, watch_disconnect
+from chat.streams import HEARTBEAT, OpenStreams, RoomStreamResponse
 from tests.support import Person, client_for, free_port, open_stream
 from tests.test_fanout import FakeServer, RawStream
 from tests.test_streams import room_with
@@ -389,3 +384,46 @@ async def test_chat_serve_writes_live_frames_straight_to_the_connection_and_the_
     [event] = SSEParser().feed(ChunkedDecoder().feed(direct))
     assert event.event == "message" and event.id == "1"
     assert "<p>first line</p>\n<p>second <em>line</em></p>" in event.data
+
+
+# --- the handover: a stream is served above every middleware --------------------------
+
+
+async def test_a_stream_handed_over_is_logged_once_it_ends_with_its_start_through_the_middleware():
+    from structlog.testing import capture_logs
+
+    from chat.logging import OPEN_STREAM, RequestLogMiddleware
+    from chat.streams import StreamHandoverMiddleware
+
+    serving = asyncio.Event()
+    finish = asyncio.Event()
+    sent: list[dict] = []
+
+    class HandedOver:
+        when_served = None
+
+        async def serve(self, receive, send) -> None:
+            await self.send_start({"type": "http.response.start", "status": 200, "headers": []})
+            serving.set()
+            await finish.wait()
+
+    async def endpoint(scope, receive, send) -> None:
+        response = HandedOver()
+        response.send_start = send  # what RoomStreamResponse keeps of the app's send
+        scope[OPEN_STREAM] = response
+
+    async def server_send(message: dict) -> None:
+        sent.append(message)
+
+    app = StreamHandoverMiddleware(RequestLogMiddleware(endpoint))
+    scope = {"type": "http", "method": "GET", "path": "/rooms/1/events", "headers": []}
+    with capture_logs() as logs:
+        serving_task = asyncio.create_task(app(scope, None, server_send))
+        await serving.wait()
+        assert [entry for entry in logs if entry["event"] == "request"] == []
+        finish.set()
+        await serving_task
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert line["status"] == 200 and line["path"] == "/rooms/1/events"
+    assert [name for name, _ in sent[0]["headers"]] == [b"x-request-id"]
+    assert OPEN_STREAM not in scope
