@@ -7,11 +7,13 @@ request or post runs go through chat/hot_statements.py instead (docs/database.md
 
 from __future__ import annotations
 
+import functools
+import time
 import weakref
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Dialect, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -55,17 +57,44 @@ def create_engine(database_url: str, *, checkpoints_apart: bool = False) -> Asyn
         if checkpoints_apart:
             event.listen(engine.sync_engine, "connect", _no_checkpoints_in_commits)
         return engine
-    # The pool's connections rest in autocommit: the ping each checkout makes (a restarted
-    # server's dead connections are replaced, not handed to a request) is then one round
-    # trip, where asyncpg wraps it in BEGIN and ROLLBACK otherwise. Sessions are
-    # transactions all the same (create_sessionmaker).
-    return create_async_engine(
-        database_url,
-        pool_size=10,
-        max_overflow=20,
-        pool_pre_ping=True,
-        isolation_level="AUTOCOMMIT",
+    # The pool's connections rest in autocommit: a checkout's ping is then one round trip,
+    # where asyncpg wraps it in BEGIN and ROLLBACK otherwise. Sessions are transactions
+    # all the same (create_sessionmaker). Twenty kept: at sixteen requests at once a pool
+    # of ten closed and reopened its overflow connections all the time.
+    engine = create_async_engine(
+        database_url, pool_size=20, max_overflow=10, isolation_level="AUTOCOMMIT"
     )
+    event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
+    event.listen(
+        engine.sync_engine.pool,
+        "checkout",
+        functools.partial(_ping_if_rested, engine.sync_engine.dialect),
+    )
+    return engine
+
+
+# A connection back in use within this long is not pinged again (pool_pre_ping pings on
+# every checkout: a round trip per request, a third of a page served from the page cache).
+PING_AFTER_SECONDS = 1.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_rested(dialect: Dialect, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """pool_pre_ping for connections that rested in the pool: a restarted server's dead
+    connections are replaced, not handed to a request. One that died while in steady use
+    fails its request (503, chat.app) and SQLAlchemy then replaces the whole pool."""
+    checked_in = record.info.get("checked_in_at")
+    if checked_in is None or time.monotonic() - checked_in < PING_AFTER_SECONDS:
+        return
+    try:
+        alive = dialect.do_ping(dbapi_connection)
+    except Exception as exc:  # any failure to ping means the connection is gone
+        raise DisconnectionError() from exc
+    if not alive:
+        raise DisconnectionError()
 
 
 def is_disconnect(exc: BaseException) -> bool:
