@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import sqlite3
 import tomllib
 from pathlib import Path
@@ -89,6 +90,15 @@ async def test_uvicorns_flow_control_still_waits_on_an_event_whose_waiters_a_lis
     event.set()
     await waiting
     assert event._waiters == []
+
+
+def test_uvicorns_httptools_protocol_still_uses_its_pipeline_only_as_a_pipeline_can():
+    # chat.stream_connection.Pipeline stands in for the deque; the cycle's on_response
+    # is how a stream finds the protocol.
+    source = inspect.getsource(HttpToolsProtocol)
+    uses = re.findall(r"self\.pipeline(\.\w+)?", source)
+    assert set(uses) <= {"", ".appendleft", ".pop"}, uses
+    assert "on_response=self.on_response_complete" in source
 
 
 async def test_aiosqlite_still_has_the_queue_and_connection_the_sqlite_fast_path_uses():

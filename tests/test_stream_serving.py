@@ -427,3 +427,25 @@ async def test_a_stream_handed_over_is_logged_once_it_ends_with_its_start_throug
     assert line["status"] == 200 and line["path"] == "/rooms/1/events"
     assert [name for name, _ in sent[0]["headers"]] == [b"x-request-id"]
     assert OPEN_STREAM not in scope
+
+
+def test_a_streams_pipeline_gives_back_pipelined_requests_in_the_order_a_deque_would():
+    from collections import deque
+
+    from chat.stream_connection import Pipeline
+
+    pipeline, reference = Pipeline(), deque()
+    assert not pipeline
+    for queue in (pipeline, reference):
+        queue.appendleft("first")
+        queue.appendleft("second")
+    assert pipeline and len(pipeline) == 2
+    assert (
+        [pipeline.pop(), pipeline.pop()]
+        == [reference.pop(), reference.pop()]
+        == [
+            "first",
+            "second",
+        ]
+    )
+    assert not pipeline
