@@ -6,8 +6,9 @@ room page has: the rooms-page stream (`GET /events`) and the room's (`GET
 /rooms/ID/events?after=SEQ`). Over the window, each person posts on average once a
 minute (Poisson), with a typing ping 1-3 s before (one per 2 s at most, as live.js
 sends); a person whose tab is visible (--visible of them) marks the room read 1 s after
-the last message of someone else it received, if it had not marked that one yet, as
-live.js does; 5 % of people reconnect per minute (both streams, resuming after the last
+the last message of someone else it received (or 5 s after the first one not yet
+marked, in a room that never pauses), if it had not marked that one yet, as live.js
+does; 5 % of people reconnect per minute (both streams, resuming after the last
 message seen); and now and then someone opens a search or an older-history page.
 
 Every room stream must see its room's seqs one by one (nothing skipped or doubled,
@@ -45,6 +46,8 @@ MARKER = re.compile(r"capacity (\d+) end")
 SEARCH_WORDS = ("capacity", "end", "release", "deploy")
 MIN_PEOPLE = 4
 TYPING_EVERY = 2.0  # seconds between one person's typing pings, at least (live.js)
+READ_AFTER_QUIET = 1.0  # live.js marks read this long after the last message...
+READ_AT_MOST_AFTER = 5.0  # ...or this long after the first one not yet marked
 
 
 def room_sizes(people: int, rooms: int = ROOMS) -> list[int]:
@@ -68,6 +71,7 @@ class Person:
     room_stream: Subscriber | None = None
     user_stream: Subscriber | None = None
     read_timer: asyncio.TimerHandle | None = None
+    read_due: float = 0.0
     reconnecting: bool = False
     typed_at: float = -math.inf
 
@@ -136,12 +140,16 @@ class Crowd:
         if intended is not None and not person.reconnecting:
             self.tally.receive_ms.append((arrived - intended) * 1000)
             self.tally.read_lag_ms.append((read - arrived) * 1000)
-        # live.js marks read after messages of others only (posting marks it read).
+        # live.js marks read after messages of others only (posting marks it read): 1 s
+        # after the last one, or 5 s after the first one not yet marked if sooner.
         if person.visible and self.tally.authors.get(index) is not person:
-            if person.read_timer is not None:
-                person.read_timer.cancel()
             loop = asyncio.get_running_loop()
-            person.read_timer = loop.call_later(1.0, self.mark_read, person)
+            if person.read_timer is None:
+                person.read_due = loop.time() + READ_AT_MOST_AFTER
+            else:
+                person.read_timer.cancel()
+            delay = max(0.0, min(READ_AFTER_QUIET, person.read_due - loop.time()))
+            person.read_timer = loop.call_later(delay, self.mark_read, person)
 
     def on_user_event(self, _event: Event, _arrived: float, _read: float) -> None:
         self.tally.user_events += 1

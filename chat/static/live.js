@@ -122,19 +122,25 @@
     return newest ? Number(newest.dataset.seq) : 0;
   }
 
-  // The read marker follows what a visible tab has shown (debounced; never goes back).
+  // The read marker follows what a visible tab has shown (never goes back): 1 s after
+  // the last message, and in a room that never pauses that long, 5 s after the first
+  // message not yet marked, so a busy room's reader is not left with unread counts.
   var readSent = 0;
   var readTimer = null;
+  var readDue = 0;
   function markRead() {
+    var now = Date.now();
+    if (readTimer === null) readDue = now + 5000;
     window.clearTimeout(readTimer);
     readTimer = window.setTimeout(function () {
+      readTimer = null;
       var seq = newestSeq();
       if (seq <= readSent || document.hidden) return;
       readSent = seq;
       post(room.dataset.readUrl, { seq: String(seq) }).catch(function () {
         readSent = 0; // the server is away (the stream reconnects); try again next time
       });
-    }, 1000);
+    }, Math.max(0, Math.min(1000, readDue - now)));
   }
 
   // Messages that arrived while the tab was hidden: counted in the title, and a

@@ -78,6 +78,23 @@ async def test_after_edits_reactions_and_deletes_live_messages_are_read_marked_a
     await eventually(lambda: unread_on_index(page, room_id), None)
 
 
+async def test_a_visible_tab_marks_read_in_a_room_that_never_pauses(visit, daily_people):
+    alice = daily_people["alice"]
+    room_id = room_of_three(daily_people, "busy", 1)
+    bob = await visit("bob")
+    page = bob.page
+    await page.goto(f"/rooms/{room_id}")
+    await page.wait_for_function("document.querySelector('[sse-connect]') !== null")
+
+    # A message every half second for seven: never the one quiet second the marker
+    # otherwise waits for, so only the 5 s cap marks them read while they keep coming.
+    for n in range(14):
+        alice.say(room_id, f"busy {n}")
+        await asyncio.sleep(0.5)
+        if n == 11:  # twelve sent: marked up to the fifth second's, not none of them
+            assert int(await unread_on_index(page, room_id) or 0) <= 4
+
+
 async def unread_on_index(page: Page, room_id: int) -> str | None:
     """What the rooms page would say of the room: its data-unread, or None."""
     html = await (await page.request.get("/")).text()
