@@ -257,14 +257,14 @@ async def test_a_post_without_mentions_or_files_is_one_statement_on_postgresql(a
     event.listen(engine, "before_cursor_execute", listener)
     try:
         message, cursor = await run_prepared(
-            app.state.db,
+            sessions_for(app),  # the fast path's, also in make test's CHAT_FAST_PATHS=0 run
             lambda statements: Message.post(
                 statements, room_id, users["alice"], "second", "<p>second</p>", reply_to=first
             ),
             one_statement=True,
         )
         stranger = await run_prepared(
-            app.state.db,
+            sessions_for(app),
             lambda statements: Message.post(statements, room_id, users["bob"], "no", "<p>no</p>"),
             one_statement=True,
         )
