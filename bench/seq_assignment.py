@@ -4,7 +4,7 @@
 
 Compares, on a fresh scratch database (created and dropped here):
 
-- `update-returning`: what Message.post does. The transaction's first statement is
+- `update-returning`: what message_posts.post does. The transaction's first statement is
   `UPDATE rooms SET last_seq = last_seq + 1 ... RETURNING last_seq`, which takes the
   room's row lock and hands out the seq in one round trip.
 - `select-for-update`: `SELECT last_seq ... FOR UPDATE`, then `UPDATE rooms SET
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bench.servers import database
 from chat.db import create_engine, create_sessionmaker
-from chat.models import Base, Membership, Message, Room, User
+from chat.models import Base, Membership, Message, Room, User, message_posts
 
 
 async def select_for_update(db: AsyncSession, room_id: int, author: User, body: str) -> None:
@@ -46,7 +46,7 @@ async def select_for_update(db: AsyncSession, room_id: int, author: User, body: 
 
 
 async def update_returning(db: AsyncSession, room_id: int, author: User, body: str) -> None:
-    await Message.post(db, room_id, author, body, body)
+    await message_posts.post(db, room_id, author, body, body)
 
 
 STRATEGIES = {"update-returning": update_returning, "select-for-update": select_for_update}

@@ -23,7 +23,7 @@ What stays as it was:
   before; so does every post with CHAT_FAST_PATHS=0 and every post on PostgreSQL (each
   takes the room's row lock and commits in its own session there).
 
-How it was measured: statements of `Message.post` on a seeded database (200,000
+How it was measured: statements of `message_posts.post` on a seeded database (200,000
 messages), committed one by one against in groups, and `chat bench http --rows post`
 and per-post CPU in process, interleaved with the commit before; the figures are in the
 commit message.

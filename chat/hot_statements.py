@@ -3,7 +3,7 @@ through an `AsyncSession`. Everything else uses the session (docs/database.md).
 
 Who uses it: the session lookup with the room its path names (chat.auth.load_session,
 AuthSession.find_columns), a room's lookup (chat.routes.rooms.find_room), a post's transaction
-(MessagePath.post, Message.post), and the reads of the room page, the history pages, the
+(MessagePath.post, message_posts.post), and the reads of the room page, the history pages, the
 rooms index and the read marker (chat.routes.rooms, chat.routes.messages,
 chat.routes.live, chat.html_cache), and the page cache's stamp (chat.page_cache); on
 SQLite the session lookup and the stamp are kept while the database is unchanged
@@ -99,7 +99,7 @@ async def run_prepared(
     work may be committed with it, each in a savepoint of its own (chat.group_commit);
     its `commit` then ends its savepoint, and it is stored once the group commits.
     `one_statement`: on PostgreSQL, `work` may write in one statement of its own in
-    autocommit (its runner's `one_statement` says so; see Message.post)."""
+    autocommit (its runner's `one_statement` says so; see message_posts.post)."""
     engine = sessions.kw["bind"]
     if not fast_paths(sessions):
         return await _in_session(

@@ -45,7 +45,7 @@ from starlette.routing import BaseRoute
 
 from chat.content_stencils import ContentStencils
 from chat.hot_statements import run_sync_work
-from chat.models import Message, MessageContent, MessageHead, Room
+from chat.models import Message, MessageContent, MessageHead, Room, message_pages
 
 # About 1 KB each with its key (0.7 KB of HTML on average over 2,000 seeded messages):
 # enough for the recent pages of many busy rooms per process.
@@ -147,7 +147,7 @@ class HtmlCache:
         """Within the page's own reads (one hop to the database): the messages of `heads`
         whose version is not cached, read for `contents`, which saves such a page a hop."""
         missing = [head.id for head in heads if not self._cached(head.version)]
-        return Message.contents(db, missing) if missing else []
+        return message_pages.contents(db, missing) if missing else []
 
     async def contents(
         self,
@@ -166,7 +166,7 @@ class HtmlCache:
                 async with db() as session:
                     read_by_id.update(
                         (message.id, message)
-                        for message in await session.run_sync(Message.contents, missing)
+                        for message in await session.run_sync(message_pages.contents, missing)
                     )
             return {head.id: self.content(read_by_id[head.id], csrf) for head in heads}
         pieces = {message.id: self._pieces(message) for message in read}
@@ -176,7 +176,7 @@ class HtmlCache:
         missing = [head.id for head in heads if head.id not in pieces]
         if missing:
             for message in await run_sync_work(
-                db, lambda session: Message.contents(session, missing), autocommit=True
+                db, lambda session: message_pages.contents(session, missing), autocommit=True
             ):
                 pieces[message.id] = self._pieces(message)
         return {head.id: _joined(csrf, pieces.get(head.id, ())) for head in heads}

@@ -7,7 +7,7 @@ forwards live frames. It tracks the cursor it has sent: a message at or below it
 or a change at or below its change number, is a duplicate and dropped; anything that
 skips ahead means frames were published out of order (two posts or changes racing to
 the broker), so the gap is filled from SQL first. Seq n and change n are always
-committed before n+1 exists (see Message.post and Message.change), so the gap is always
+committed before n+1 exists (see message_posts.post and Message.change), so the gap is always
 in the database by then.
 """
 
@@ -40,7 +40,7 @@ from chat.content_stencils import ContentStencils
 from chat.db import is_disconnect
 from chat.hot_statements import run_prepared
 from chat.html_cache import HtmlCache
-from chat.models import Attachment, Membership, Message, Room, User
+from chat.models import Attachment, Membership, Message, Room, User, message_pages, message_posts
 from chat.sse import Cursor
 from chat.storage import MediaStorage
 from chat.uploads import MAX_IMAGE_PIXELS, Upload, prepare
@@ -222,7 +222,7 @@ class MessagePath:
         try:
             posted = await run_prepared(
                 self.db,
-                lambda statements: Message.post(
+                lambda statements: message_posts.post(
                     statements, room_id, author, body, html, mentioned, reply_to, attachments
                 ),
                 group_commit=True,
@@ -365,7 +365,7 @@ class MessagePath:
         try:
             async with self.db() as db:
                 room = await db.get(Room, room_id)
-                newest = await Message.page(db, room_id, limit=1)
+                newest = await message_pages.page(db, room_id, limit=1)
             if room is not None and newest:
                 cursor = Cursor(newest[0].seq, room.last_change)
                 await self.broker.publish(room_channel(room_id), self.frame(newest[0], cursor))
@@ -399,7 +399,7 @@ class MessagePath:
         seq = have_seq
         while True:
             async with self.db() as db:
-                batch = await Message.page(
+                batch = await message_pages.page(
                     db, room_id, after=seq, before=before_seq, limit=REPLAY_BATCH
                 )
             for message in batch:

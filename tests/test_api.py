@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from chat.models import Message
+from chat.models import message_pages
 from chat.search import PAGE_SIZE
 from tests.api_support import app_client, make_bot, token_for
 
@@ -299,7 +299,7 @@ async def test_bad_bodies_are_json_4xx_and_change_nothing(
     assert response.status_code == status, response.text
     assert response.json()["error"] == error
     async with app.state.db() as db:
-        assert await Message.page(db, room) == []
+        assert await message_pages.page(db, room) == []
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ MAX_README_LINES = 250
 LINK = re.compile(r"\[[^\]]*\]\((?!https?:|mailto:)([^)\s#]*)(?:#([^)\s]*))?\)")
 # Files and folders of the repository named in prose: `chat/message_path.py`, chat/models/.
 NAMED_PATH = re.compile(r"(?<![\w/.-])((?:chat|bench|tests|docs)/[\w./-]*[\w/])")
-# Names of code in backticks: `RoomStream`, `Message.post`, `sse.Cursor`, `Order.SENT`.
+# Names of code in backticks: `RoomStream`, `Message.change`, `sse.Cursor`, `Order.SENT`.
 CODE_NAME = re.compile(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\(\))?`")
 CAMEL_CASE = re.compile(r"[A-Z][a-z0-9]+[A-Z]\w*")
 # Backticked words that look like code names and are not: the cursor's notation, and names
@@ -98,7 +98,7 @@ def test_every_file_a_page_names_exists(page):
 
 
 def names_of_code(markdown: str) -> set[str]:
-    """Class names (`RoomStream`) and dotted names of classes or modules (`Message.post`,
+    """Class names (`RoomStream`) and dotted names of classes or modules (`Message.change`,
     `sse.Cursor`) a page mentions; file names and columns (`messages.body`) are not."""
     modules = {path.stem for path in (ROOT / "chat").glob("*.py")}
     names = set()

@@ -11,8 +11,8 @@ from sqlalchemy import event, select
 
 from chat.db import create_engine, create_sessionmaker
 from chat.hot_statements import run_prepared
-from chat.models import Message, Room, User
-from chat.models.messages import _BUMP_SEQ
+from chat.models import Message, Room, User, message_posts
+from chat.models.message_posts import _BUMP_SEQ
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -80,7 +80,9 @@ async def test_queued_posts_commit_once_and_each_failure_stays_its_own(app, peop
     alice, bob = users["alice"], users["bob"]
 
     def post(author, body):
-        return lambda statements: Message.post(statements, room_id, author, body, f"<p>{body}</p>")
+        return lambda statements: message_posts.post(
+            statements, room_id, author, body, f"<p>{body}</p>"
+        )
 
     def bump_then_fail(statements):
         statements.first(_BUMP_SEQ, {"room": room_id, "author": alice.id})
@@ -121,7 +123,9 @@ async def test_a_failed_commit_fails_every_post_of_the_group_and_stores_none(app
     alice = users["alice"]
 
     def post(body):
-        return lambda statements: Message.post(statements, room_id, alice, body, f"<p>{body}</p>")
+        return lambda statements: message_posts.post(
+            statements, room_id, alice, body, f"<p>{body}</p>"
+        )
 
     def breaks_the_commit(statements):
         # A foreign key checked only at COMMIT, which then fails for the whole group.

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from chat.db import FAST_PATHS, autocommit_engine, create_engine, create_sessionmaker
 from chat.hot_statements import run_prepared, run_sync_work
-from chat.models import AuthSession, Membership, Message, Room, User
-from chat.models.messages import _BUMP_SEQ
+from chat.models import AuthSession, Membership, Message, Room, User, message_pages, message_posts
+from chat.models.message_posts import _BUMP_SEQ
 
 
 async def session_of(app, username: str) -> str:
@@ -124,11 +124,11 @@ async def test_a_post_and_a_page_read_give_the_same_rows_on_either_path(app, peo
         user = await db.get(User, await db.scalar(select(User.id).where(User.username == "alice")))
 
     message, cursor = await run_prepared(
-        sessions, lambda db: Message.post(db, room_id, user, "second", "<p>second</p>")
+        sessions, lambda db: message_posts.post(db, room_id, user, "second", "<p>second</p>")
     )
     assert (message.seq, tuple(cursor)) == (2, (2, 0))
     heads = await run_sync_work(
-        sessions, lambda db: Message.heads(db, room_id, limit=10), autocommit=True
+        sessions, lambda db: message_pages.heads(db, room_id, limit=10), autocommit=True
     )
     async with app.state.db() as db:
         stored = await db.get(Message, message.id)
@@ -258,14 +258,16 @@ async def test_a_post_without_mentions_or_files_is_one_statement_on_postgresql(a
     try:
         message, cursor = await run_prepared(
             sessions_for(app),  # the fast path's, also in make test's CHAT_FAST_PATHS=0 run
-            lambda statements: Message.post(
+            lambda statements: message_posts.post(
                 statements, room_id, users["alice"], "second", "<p>second</p>", reply_to=first
             ),
             one_statement=True,
         )
         stranger = await run_prepared(
             sessions_for(app),
-            lambda statements: Message.post(statements, room_id, users["bob"], "no", "<p>no</p>"),
+            lambda statements: message_posts.post(
+                statements, room_id, users["bob"], "no", "<p>no</p>"
+            ),
             one_statement=True,
         )
     finally:

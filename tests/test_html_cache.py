@@ -1,5 +1,5 @@
 """Cached message HTML (chat/html_cache.py): a page renders the messages it has not cached
-from plain rows (Message.contents), the stream frames and POST replies from the model.
+from plain rows (message_pages.contents), the stream frames and POST replies from the model.
 Both must give the same bytes, or a page and a live tab would show a message apart."""
 
 import re
@@ -12,7 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from chat.hot_statements import run_sync_work
 from chat.html_cache import HtmlCache, csrf_field
-from chat.models import Message, User
+from chat.models import Message, User, message_pages
 from chat.sse import Cursor
 from tests.support import PASSWORD, Person
 from tests.test_attachments import png, send
@@ -36,7 +36,7 @@ async def test_a_message_renders_from_rows_exactly_as_from_the_model(app, people
     async with app.state.db() as db:
         models = [await Message.find(db, room_id, seq, deleted=True) for seq in range(1, 5)]
     rows = await run_sync_work(
-        app.state.db, lambda db: Message.contents(db, [m.id for m in models])
+        app.state.db, lambda db: message_pages.contents(db, [m.id for m in models])
     )
     template = app.state.templates.get_template("messages/_content.html")
     assert sorted(row.id for row in rows) == [model.id for model in models]
@@ -139,7 +139,7 @@ async def test_a_message_whose_html_is_dropped_after_the_pages_reads_is_read_aga
     html_cache = app.state.html_cache
 
     def read_page(db):
-        heads = Message.heads(db, room_id)
+        heads = message_pages.heads(db, room_id)
         return heads, html_cache.read_uncached(db, heads)
 
     heads, uncached = await run_sync_work(app.state.db, read_page)

@@ -6,7 +6,7 @@ import re
 import httpx
 import pytest
 
-from chat.models import IncomingWebhook, Message
+from chat.models import IncomingWebhook, message_pages
 
 HOOK_URL = re.compile(r'id="new-hook-url"[^>]*value="([^"]+)"')
 
@@ -32,7 +32,7 @@ async def test_a_json_text_posts_to_the_room_as_the_webhooks_bot(people, app):
     assert response.json()["seq"] == 1
     assert response.json()["permalink"].endswith(f"/rooms/{room}?at=1#message-1")
     async with app.state.db() as db:
-        [message] = await Message.page(db, room)
+        [message] = await message_pages.page(db, room)
     assert message.author.username == "ci-bot" and message.author.is_bot
     assert "<strong>42</strong>" in message.html and 'class="mention"' in message.html
     page = await alice.get(f"/rooms/{room}")
@@ -47,7 +47,7 @@ async def test_a_slack_form_with_a_payload_field_posts_too(people, app):
         response = await ci.post(path, data={"payload": json.dumps({"text": "deployed"})})
     assert response.status_code == 200
     async with app.state.db() as db:
-        assert [m.body for m in await Message.page(db, room)] == ["deployed"]
+        assert [m.body for m in await message_pages.page(db, room)] == ["deployed"]
 
 
 async def test_markup_is_sanitized_as_for_people(people, app):
@@ -57,7 +57,7 @@ async def test_markup_is_sanitized_as_for_people(people, app):
     async with machine(app) as ci:
         await ci.post(path, json={"text": "<script>alert(1)</script> [x](javascript:alert(1))"})
     async with app.state.db() as db:
-        [message] = await Message.page(db, room)
+        [message] = await message_pages.page(db, room)
     assert "<script" not in message.html and "&lt;script&gt;" in message.html
     assert 'href="javascript' not in message.html
 
@@ -106,7 +106,7 @@ async def test_bad_bodies_are_json_4xx_and_post_nothing(people, app, kwargs, sta
     assert response.status_code == status, response.text
     assert response.json()["error"] == error
     async with app.state.db() as db:
-        assert await Message.page(db, room) == []
+        assert await message_pages.page(db, room) == []
 
 
 @pytest.mark.parametrize("secret", ["nope", "chat_" + "a" * 43, "x" * 5000])

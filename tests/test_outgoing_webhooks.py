@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from chat.app import create_app
-from chat.models import Bot, DeliveryState, Message, Room, WebhookDelivery
+from chat.models import Bot, DeliveryState, Room, WebhookDelivery, message_pages
 from chat.webhooks import UnsafeTarget, check_target, pinned, sign, verify_signature
 from tests.api_support import make_bot
 
@@ -126,11 +126,11 @@ async def test_a_mention_is_posted_signed_and_the_answer_is_the_bots_reply(peopl
 
     async def replied() -> bool:
         async with app.state.db() as db:
-            return len(await Message.page(db, room)) == 2
+            return len(await message_pages.page(db, room)) == 2
 
     await until(replied)
     async with app.state.db() as db:
-        reply = (await Message.page(db, room))[-1]
+        reply = (await message_pages.page(db, room))[-1]
     assert reply.body == "pong" and reply.author.username == "echo" and reply.reply_to_seq == 1
     assert len(receiver.requests) == 1  # the bot's own reply triggers nothing
 
@@ -189,7 +189,7 @@ async def test_a_hanging_receiver_does_not_slow_posting(people, app):
         for n in range(3):
             await alice.say(room, f"@echo more {n}")
         async with app.state.db() as db:
-            assert len(await Message.page(db, room)) == 4
+            assert len(await message_pages.page(db, room)) == 4
         receiver.release.set()
         rows = await delivered(app, 4)
     assert len(rows) == 4
@@ -205,7 +205,7 @@ async def test_a_huge_answer_is_a_delivery_but_no_reply(people, app):
         [row] = await delivered(app)
     assert row.state == DeliveryState.DELIVERED
     async with app.state.db() as db:
-        assert len(await Message.page(db, room)) == 1
+        assert len(await message_pages.page(db, room)) == 1
 
 
 async def test_pending_deliveries_survive_a_restart(people, app, settings):

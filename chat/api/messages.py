@@ -24,7 +24,7 @@ from chat.api.auth import (
 )
 from chat.api.errors import ApiError
 from chat.message_path import InvalidMessage, clean_emoji
-from chat.models import Message, MessageGone, NotYours, Room, RoomKind
+from chat.models import Message, MessageGone, NotYours, Room, RoomKind, message_pages
 
 MAX_PAGE = 100
 
@@ -130,7 +130,9 @@ async def list_messages(request: Request) -> Response:
     if not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "bad_request", f"limit is 1 to {MAX_PAGE}.")
     async with request.app.state.db() as db:
-        messages = await Message.page(db, room.id, before=before, after=after, limit=limit + 1)
+        messages = await message_pages.page(
+            db, room.id, before=before, after=after, limit=limit + 1
+        )
         has_more = len(messages) > limit
         if has_more:
             messages = messages[:limit] if after is not None else messages[1:]

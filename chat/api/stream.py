@@ -27,7 +27,7 @@ from chat.api.errors import ApiError
 from chat.api.messages import message_data, room_url
 from chat.broker import SubscriptionOverflow, room_channel, user_channel
 from chat.message_path import REPLAY_BATCH, end_session_signal, leave_room_signal
-from chat.models import Message, Room
+from chat.models import Message, Room, message_pages
 from chat.sse import Cursor
 
 log = structlog.get_logger("chat.api.stream")
@@ -118,7 +118,7 @@ class ApiRoomStream:
         seq = have_seq
         while True:
             async with self.path.db() as db:
-                batch = await Message.page(db, self.room_id, after=seq, limit=REPLAY_BATCH)
+                batch = await message_pages.page(db, self.room_id, after=seq, limit=REPLAY_BATCH)
             for message in batch:
                 seq = message.seq
                 self.sent = Cursor(seq, change)

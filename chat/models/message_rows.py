@@ -47,7 +47,7 @@ class Quote(NamedTuple):
 
 
 class MessageContent(NamedTuple):
-    """What a message's content shows (messages/_content.html), as Message.contents
+    """What a message's content shows (messages/_content.html), as message_pages.contents
     reads it; a Message offers the template the same names."""
 
     id: int

@@ -16,7 +16,15 @@ from chat.hot_statements import run_sync_work
 from chat.html_cache import csrf_field
 from chat.htmx import is_htmx
 from chat.message_path import InvalidMessage
-from chat.models import Message, MessageContent, MessageGone, MessageHead, NotYours, Room
+from chat.models import (
+    Message,
+    MessageContent,
+    MessageGone,
+    MessageHead,
+    NotYours,
+    Room,
+    message_pages,
+)
 from chat.rate_limits import RateLimited
 from chat.routes.forms import message_form, read_form, refusal, refusal_status, typed_body
 from chat.routes.rooms import (
@@ -122,7 +130,7 @@ async def _history_page(
     state = request.app.state
 
     def read_page(db: Session) -> tuple[list[MessageHead], list[MessageContent]]:
-        messages = Message.heads(
+        messages = message_pages.heads(
             db, room.id, before=before, after=after, limit=state.settings.page_size
         )
         return messages, state.html_cache.read_uncached(db, messages)

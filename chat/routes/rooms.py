@@ -28,6 +28,7 @@ from chat.models import (
     Room,
     User,
     listed_for,
+    message_pages,
 )
 from chat.room_names import MAX_ROOM_NAME, InvalidRoomName, clean_room_name
 from chat.routes.forms import read_form
@@ -193,9 +194,9 @@ async def room_page(
 
     def read_page(db: Session) -> PageRows:
         if at is not None:
-            messages = Message.heads_around(db, room.id, at, page_size)
+            messages = message_pages.heads_around(db, room.id, at, page_size)
         else:
-            messages = Message.heads(db, room.id, before=before, after=after, limit=page_size)
+            messages = message_pages.heads(db, room.id, before=before, after=after, limit=page_size)
         shows_newest = (messages[-1].seq if messages else 0) >= room.last_seq
         read_moved = (
             membership is not None and shows_newest and membership.mark_read(db, room.last_seq)
