@@ -43,9 +43,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import sse
-from chat.broker import Broker, SubscriptionOverflow, user_channel
+from chat.broker import Broker, user_channel
 from chat.message_path import activity_channel, end_session_signal
 from chat.models import Mention, Room, User
+from chat.subscriptions import SubscriptionOverflow
 
 log = structlog.get_logger("chat.activity")
 

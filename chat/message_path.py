@@ -29,13 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat import sanitize, sse
-from chat.broker import (
-    Broker,
-    BrokerUnavailable,
-    SubscriptionOverflow,
-    room_channel,
-    user_channel,
-)
+from chat.broker import Broker, BrokerUnavailable, room_channel, user_channel
 from chat.content_stencils import ContentStencils
 from chat.db import is_disconnect
 from chat.hot_statements import run_prepared
@@ -43,6 +37,7 @@ from chat.html_cache import HtmlCache
 from chat.models import Attachment, Membership, Message, Room, User, message_pages, message_posts
 from chat.sse import Cursor
 from chat.storage import MediaStorage
+from chat.subscriptions import SubscriptionOverflow
 from chat.uploads import MAX_IMAGE_PIXELS, Upload, prepare
 
 log = structlog.get_logger("chat.message_path")

@@ -8,13 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from chat.broker import (
-    BrokerUnavailable,
-    MemoryBroker,
-    RedisBroker,
-    SubscriptionOverflow,
-    create_broker,
-)
+from chat.broker import BrokerUnavailable, MemoryBroker, RedisBroker, create_broker
+from chat.subscriptions import SubscriptionOverflow
 
 
 async def next_payload(subscription, timeout: float = 5.0) -> tuple[str, bytes]:

@@ -16,11 +16,12 @@ from sqlalchemy import select
 from bench.protocol import ChunkedDecoder, Event, SSEParser
 from chat import sse
 from chat.app import create_app
-from chat.broker import MemoryBroker, SubscriptionOverflow, room_channel, user_channel
+from chat.broker import MemoryBroker, room_channel, user_channel
 from chat.message_path import RoomStream, end_session_signal, leave_room_signal, room_state_signal
 from chat.models import User
 from chat.sse import Cursor
 from chat.streams import RoomStreamResponse, fan_out
+from chat.subscriptions import SubscriptionOverflow
 from tests.support import LiveServer, open_stream
 from tests.test_streams import room_with
 

@@ -25,10 +25,11 @@ from chat import rate_limits, sse
 from chat.api.auth import api_route, cursor, visible_room
 from chat.api.errors import ApiError
 from chat.api.messages import message_data, room_url
-from chat.broker import SubscriptionOverflow, room_channel, user_channel
+from chat.broker import room_channel, user_channel
 from chat.message_path import REPLAY_BATCH, end_session_signal, leave_room_signal
 from chat.models import Message, Room, message_pages
 from chat.sse import Cursor
+from chat.subscriptions import SubscriptionOverflow
 
 log = structlog.get_logger("chat.api.stream")
 
