@@ -11,7 +11,7 @@ message, or silence, ends it. Whenever a room's set of typists changes (expiry
 included) an `event: typing` frame carries the whole set and a version number that
 only grows, so a tab that gets two frames out of order keeps the newer one. A busy
 room's changes go out at most once per `TYPING_WINDOW_SECONDS`, the newest set
-(chat/throttle.py). A typist's own message ends their notice without a frame of its
+(chat/presence_announcer.py). A typist's own message ends their notice without a frame of its
 own: every page drops a message's author from its typists when the message arrives
 (static/live.js), and the room's next frame has the set without them. (Said with a
 frame, each message was followed by a second frame to every member.)
@@ -31,24 +31,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Iterable
+from typing import Protocol
 
 import anyio
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat import sse
-from chat.broker import Broker, BrokerUnavailable, cancel_tasks, room_channel
-from chat.models import Membership, User
+from chat.broker import Broker, BrokerUnavailable
+from chat.models import User
+from chat.presence_announcer import Announcer, Typists
 from chat.settings import Settings
-from chat.throttle import Throttle
 
 log = structlog.get_logger("chat.presence")
 
@@ -56,35 +52,6 @@ log = structlog.get_logger("chat.presence")
 # sends one every 2 s at most while the composer has input).
 TYPING_PING_INTERVAL = 1.0
 SWEEP_SECONDS = 1.0
-# A room's typing frames go out at most once per this long (chat/throttle.py).
-TYPING_WINDOW_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class Typists:
-    names: list[str]
-    version: int
-
-    def frame(self) -> bytes:
-        return sse.encode("typing", self.json())
-
-    def json(self) -> str:
-        return json.dumps({"typists": self.names, "version": self.version})
-
-
-# Presence changes of one room within this long go out as one frame. When a thousand
-# members connect at once (a big room in the morning, every client back after a
-# restart), each stream then gets a few frames, not one per member: those had filled
-# the queues of streams still replaying from SQL, which were cut off (chat bench fanout).
-PRESENCE_BATCH_SECONDS = 0.1
-
-
-def presence_frame(changes: Mapping[str, bool]) -> bytes:
-    """`changes`: username → online, the newest state of each."""
-    return sse.encode(
-        "presence",
-        json.dumps([{"user": user, "online": online} for user, online in changes.items()]),
-    )
 
 
 class Presence(Protocol):
@@ -112,69 +79,6 @@ class Presence(Protocol):
     async def close(self) -> None: ...
 
 
-class _Announcer:
-    """What both implementations share: publishing changes, and background tasks."""
-
-    def __init__(
-        self, settings: Settings, db: async_sessionmaker[AsyncSession], broker: Broker
-    ) -> None:
-        self.grace_seconds = settings.presence_grace_seconds
-        self.ttl_seconds = settings.presence_ttl_seconds
-        self.typing_seconds = settings.typing_seconds
-        self._db = db
-        self._broker = broker
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._unannounced: dict[int, dict[str, bool]] = {}  # room → username → online
-        self._typists_out: Throttle[int, Typists] = Throttle(
-            TYPING_WINDOW_SECONDS,
-            self._send_typists,
-            self._spawn,
-            newer=lambda new, old: new.version > old.version,
-        )
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _announce_presence(self, user_id: int, online: bool) -> None:
-        try:
-            async with self._db() as db:
-                rows = (
-                    await db.execute(
-                        select(User.username, Membership.room_id)
-                        .join(Membership, Membership.user_id == User.id)
-                        .where(User.id == user_id)
-                    )
-                ).all()
-        except Exception as exc:  # best effort, like publishing: pages catch up on load
-            log.warning("presence.announce_failed", user_id=user_id, error=type(exc).__name__)
-            return
-        for username, room_id in rows:
-            changes = self._unannounced.get(room_id)
-            if changes is None:
-                changes = self._unannounced[room_id] = {}
-                self._spawn(self._announce_later(room_id))
-            changes[username] = online
-
-    async def _announce_later(self, room_id: int) -> None:
-        await asyncio.sleep(PRESENCE_BATCH_SECONDS)
-        await self._publish(room_id, presence_frame(self._unannounced.pop(room_id)))
-
-    async def _send_typists(self, room_id: int, typists: Typists) -> None:
-        await self._publish(room_id, typists.frame())
-
-    async def _publish(self, room_id: int, frame: bytes) -> None:
-        try:
-            await self._broker.publish(room_channel(room_id), frame)
-        except Exception as exc:  # presence is best effort; a post must never fail on it
-            log.warning("presence.publish_failed", room_id=room_id, error=type(exc).__name__)
-
-    async def close(self) -> None:
-        self._typists_out.close()
-        await cancel_tasks(tuple(self._tasks))
-
-
 class _Connected:
     """`MemoryPresence.connected`: every open stream holds one for hours, and this
     object is about a tenth of what an asynccontextmanager's generator holds."""
@@ -192,7 +96,7 @@ class _Connected:
         self._presence._closed(self._user_id)
 
 
-class MemoryPresence(_Announcer):
+class MemoryPresence(Announcer):
     def __init__(
         self, settings: Settings, db: async_sessionmaker[AsyncSession], broker: Broker
     ) -> None:
@@ -398,7 +302,7 @@ def _ms(seconds_from_now: float = 0.0) -> int:
     return int((time.time() + seconds_from_now) * 1000)
 
 
-class RedisPresence(_Announcer):
+class RedisPresence(Announcer):
     """Keys (all under `prefix`): presence:users (sorted set: user id → when to look at
     them next), presence:connections:{user} (connection → expiry), typing:{room}
     ("id:name" → deadline), typing:due ("room|id:name" → deadline, for the sweep),

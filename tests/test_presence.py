@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from chat.broker import room_channel
 from chat.models import User
-from chat.presence import PRESENCE_BATCH_SECONDS
+from chat.presence_announcer import PRESENCE_BATCH_SECONDS
 from tests.conftest import TEST_SECRET_KEY, forget_redis_prefix
 from tests.support import LiveServer, Person, client_for, empty_postgres_tables, open_stream
 from tests.test_streams import room_with
