@@ -54,8 +54,8 @@ from chat import sse
 from chat.activity import UserStream
 from chat.broker import cancel_tasks
 from chat.logging import OPEN_STREAM
-from chat.message_path import Order, RoomStream
 from chat.presence import Presence
+from chat.room_stream import Order, RoomStream
 from chat.stream_connection import DirectWrite, watch_disconnect
 
 log = structlog.get_logger("chat.streams")

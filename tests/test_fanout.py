@@ -17,8 +17,9 @@ from bench.protocol import ChunkedDecoder, Event, SSEParser
 from chat import sse
 from chat.app import create_app
 from chat.broker import MemoryBroker, room_channel, user_channel
-from chat.message_path import RoomStream, end_session_signal, leave_room_signal, room_state_signal
+from chat.message_path import end_session_signal, leave_room_signal, room_state_signal
 from chat.models import User
+from chat.room_stream import RoomStream
 from chat.sse import Cursor
 from chat.streams import RoomStreamResponse, fan_out
 from chat.subscriptions import SubscriptionOverflow

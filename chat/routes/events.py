@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from chat import rate_limits
 from chat.auth import login_required, session_id
+from chat.room_stream import RoomStream
 from chat.routes.rooms import MAX_ID, find_membership
 from chat.sse import Cursor
 
@@ -36,7 +37,11 @@ async def stream(request: Request) -> Response:
     claims = [claim for claim in (header, query) if claim is not None] or [Cursor(0)]
     after = Cursor(max(claim.seq for claim in claims), min(claim.change for claim in claims))
     return request.app.state.streams.response(
-        request.app.state.messages.stream(
-            room.id, membership.user_id, session_id(request.state.auth_session), after
+        RoomStream(
+            request.app.state.messages,
+            room.id,
+            membership.user_id,
+            session_id(request.state.auth_session),
+            after,
         )
     )
