@@ -194,6 +194,10 @@ class UserStream:
             finally:
                 if self._window is not None:
                     self._window.cancel()
+                # The subscription and this stream refer to each other: unlinked, both
+                # are freed as the stream ends (tests/test_stream_garbage.py).
+                subscription.direct = None
+                self._subscription = None
 
     def _counted(self, posted: dict[str, Any]) -> list[bytes]:
         """A message posted in one of the rooms, counted: the frames it needs now."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from chat.api.errors import error_response, is_machine_path
 from chat.auth import CSRFMiddleware
 from chat.avatars import colour, initials
 from chat.broker import BrokerUnavailable, create_broker
+from chat.collector import Collector
 from chat.db import create_engine, create_sessionmaker, is_disconnect
 from chat.html_cache import HtmlCache
 from chat.htmx import is_htmx
@@ -184,8 +184,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Everything loaded so far (modules, mappers, compiled templates) lives as long
         # as the process: out of the collector's sight, a full collection no longer
         # walks it, which pauses whichever request is running (seen in history's p99).
-        gc.collect()
-        gc.freeze()
+        collector = app.state.collector = Collector(fast=settings.fast_paths)
+        collector.start()
         try:
             yield
         finally:
@@ -198,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await checkpoints.close()
             await engine.dispose()
             app.state.kept_reads.close()
+            await collector.close()
 
     app = HandoverStarlette(
         routes=routes,

@@ -144,11 +144,11 @@ class DisconnectSignal:
     __slots__ = ("_connection", "_on_disconnect")
 
     def __init__(self, connection: HttpToolsCycle, on_disconnect: Callable[[], None]) -> None:
-        self._connection = connection
+        self._connection: HttpToolsCycle | None = connection
         self._on_disconnect: Callable[[], None] | None = on_disconnect
 
     def set(self) -> None:
-        if self._connection.disconnected and self._on_disconnect is not None:
+        if self._on_disconnect is not None and self._connection.disconnected:
             on_disconnect, self._on_disconnect = self._on_disconnect, None
             on_disconnect()
 
@@ -162,7 +162,10 @@ class DisconnectSignal:
         raise RuntimeError("an open event stream's connection is not to be read")
 
     def stop(self) -> None:
+        # The connection refers to this signal (its `message_event`): without the link
+        # back, the pair is freed with the connection, not left to the collector.
         self._on_disconnect = None
+        self._connection = None
 
 
 def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> Callable[[], None]:
