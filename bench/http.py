@@ -204,6 +204,7 @@ async def run_wrk(
         "bad": figures["bad"] + figures["errors"],
         "first_bad": first_bad[1] if first_bad and first_bad[1] else None,
         "wrk_cpu_share": wrk_cpu / wall,
+        "wrk_cpu_s": wrk_cpu,
     }
 
 
@@ -259,7 +260,23 @@ def summarize(rounds: list[dict[str, object]]) -> dict[str, object]:
             "server_cpu_share",
         )
     }
-    return {**middle, "bad": sum(round_["bad"] for round_ in rounds), "rounds": rounds}
+    # CPU per request of each process, over all the rounds.
+    requests = max(1, sum(round_["requests"] for round_ in rounds))
+    cpu = {
+        name: sum(round_.get(key, 0.0) for round_ in rounds) / requests
+        for name, key in (
+            ("server", "server_cpu_s"),
+            ("postgres", "postgres_cpu_s"),
+            ("redis", "redis_cpu_s"),
+            ("driver", "wrk_cpu_s"),
+        )
+    }
+    return {
+        **middle,
+        "cpu_s_per_request": cpu,
+        "bad": sum(round_["bad"] for round_ in rounds),
+        "rounds": rounds,
+    }
 
 
 async def measure(options) -> dict[str, object]:
@@ -303,13 +320,18 @@ async def take_turns(db, servers, workload, member, options) -> dict[str, object
         for row in workload:
             for name, server in servers.items():
                 prefix = f"{POST_MARK}-r{number}-{name}"
+                shared = db.shared_cpu()
+                shared.start()
                 cpu_before, started = server.cpu_seconds(), time.perf_counter()
                 figures = await run_wrk(
                     row, server.port, member, options.seconds, options.connections_http, prefix
                 )
-                figures["server_cpu_share"] = (server.cpu_seconds() - cpu_before) / (
+                figures["server_cpu_s"] = server.cpu_seconds() - cpu_before
+                figures["server_cpu_share"] = figures["server_cpu_s"] / (
                     time.perf_counter() - started
                 )
+                used = await shared.stop()
+                figures["postgres_cpu_s"], figures["redis_cpu_s"] = used["postgres"], used["redis"]
                 # What a core of the server's did: robust to a machine shared with
                 # other work, where the server gets only part of its core.
                 figures["requests_per_server_cpu_s"] = figures["requests_per_s"] / max(
@@ -365,6 +387,15 @@ def table(result: dict[str, object]):
         "requests/s and latencies: the median of the rounds; /CPU-s: requests per second of"
         " the server's CPU; wrk, server: CPU share of a core"
     )
+    yield "CPU µs per request: server / PostgreSQL / Redis / wrk"
+    for row in result["rows"]:
+        yield f"{row:10}" + "".join(
+            f" | {name:>8} "
+            + " / ".join(
+                f"{value * 1e6:,.0f}" for value in targets[name][row]["cpu_s_per_request"].values()
+            )
+            for name in names
+        )
     for name in names[1:]:
         base, other = targets[names[0]], targets[name]
         ratios = ", ".join(
@@ -372,6 +403,16 @@ def table(result: dict[str, object]):
             for row in result["rows"]
         )
         yield f"{name} / {names[0]}: {ratios}"
+        bounds = ", ".join(
+            f"{row} {bound:.2f}x"
+            for row in result["rows"]
+            for bound in [
+                report.two_core_bound(
+                    base[row]["cpu_s_per_request"], other[row]["cpu_s_per_request"]
+                )
+            ]
+        )
+        yield f"{name} / {names[0]} at most, on 2 cores at these CPU costs: {bounds}"
     for problem in result["problems"]:
         yield f"PROBLEM: {problem}"
 

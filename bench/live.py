@@ -42,6 +42,7 @@ from bench.servers import (
     running_app,
     running_baselines,
 )
+from bench.shared_cpu import SharedCpu
 from bench.stats import latency_summary, read_summary
 
 MARKER = re.compile(r"bench (\d+) (\d+) end")
@@ -115,6 +116,9 @@ class Target:
     delivered: int = 0
     expected: int = 0
     cpu_seconds: float = 0.0
+    driver_cpu_seconds: float = 0.0
+    shared_cpu_seconds: float = 0.0  # the app's PostgreSQL backends and Redis
+    shared: SharedCpu = field(default_factory=lambda: SharedCpu(None, None))
     rounds: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -133,11 +137,14 @@ async def fanout_round(target: Target, rate: float, seconds: float) -> None:
     expected = count * len(target.subscribers)
     with measuring():
         cpu_before, driver_before = target.server.cpu_seconds(), time.process_time()
+        target.shared.start()
         started = time.perf_counter()
         await send_at_rate([(n / rate, n) for n in range(count)], send, f"{target.name} sending")
         await deliveries.drained(expected, within=10)
         cpu = target.server.cpu_seconds() - cpu_before
-        driver_share = (time.process_time() - driver_before) / (time.perf_counter() - started)
+        driver_cpu = time.process_time() - driver_before
+        driver_share = driver_cpu / (time.perf_counter() - started)
+        shared = sum((await target.shared.stop()).values())
     await posters.close()
     if any(status != 200 for status in statuses):
         raise RuntimeError(f"{target.name}: posts answered {sorted(set(statuses))}")
@@ -148,6 +155,8 @@ async def fanout_round(target: Target, rate: float, seconds: float) -> None:
     target.delivered += deliveries.received
     target.expected += expected
     target.cpu_seconds += cpu
+    target.driver_cpu_seconds += driver_cpu
+    target.shared_cpu_seconds += shared
     target.rounds.append(
         {
             **latency_summary(deliveries.latencies),
@@ -155,6 +164,8 @@ async def fanout_round(target: Target, rate: float, seconds: float) -> None:
             "delivered": deliveries.received,
             "expected": expected,
             "server_cpu_s": cpu,
+            "driver_cpu_s": driver_cpu,
+            "postgres_redis_cpu_s": shared,
             # Near 1.0 would mean the driver, not the server, set the pace.
             "driver_cpu_share": driver_share,
         }
@@ -168,6 +179,8 @@ def target_summary(target: Target) -> dict[str, object]:
         "delivered": target.delivered,
         "expected": target.expected,
         "server_cpu_s": target.cpu_seconds,
+        "driver_cpu_s": target.driver_cpu_seconds,
+        "postgres_redis_cpu_s": target.shared_cpu_seconds,
         "deliveries_per_cpu_s": target.delivered / target.cpu_seconds
         if target.cpu_seconds
         else math.nan,
@@ -199,7 +212,14 @@ async def fanout(options) -> dict[str, object]:
             )
             publish = functools.partial(app.post_request, room_id, members[0])
             targets.append(
-                Target(report.app_name(workers), app.server, subscribers, deliveries, publish)
+                Target(
+                    report.app_name(workers),
+                    app.server,
+                    subscribers,
+                    deliveries,
+                    publish,
+                    shared=app.shared,
+                )
             )
         apps = list(targets)
         for baseline, server in await stack.enter_async_context(running_baselines()):
@@ -218,7 +238,7 @@ async def fanout(options) -> dict[str, object]:
             await fanout_round(target, 1, 1)
             target.latencies, target.read_latencies, target.rounds = [], [], []
             target.delivered = target.expected = 0
-            target.cpu_seconds = 0.0
+            target.cpu_seconds = target.driver_cpu_seconds = target.shared_cpu_seconds = 0.0
         template = apps[0].deliveries.frames["message"]
         for target in targets[len(apps) :]:
             target.payload = lambda marker: MARKER.sub(marker, template)
@@ -338,7 +358,8 @@ async def post_step(search: PostSteps, options, step: int) -> dict[str, object]:
 
     count = max(1, round(rate * options.seconds))
     with measuring():
-        cpu_before = app.server.cpu_seconds()
+        cpu_before, driver_before = app.server.cpu_seconds(), time.process_time()
+        app.shared.start()
         started = time.perf_counter()
         await send_at_rate(
             [(n / rate, n) for n in range(count)], send, f"{rate:,.0f} posts/s offered"
@@ -347,12 +368,17 @@ async def post_step(search: PostSteps, options, step: int) -> dict[str, object]:
         while len(latencies) + failed < count and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
+        shared = await app.shared.stop()
     summary = {
         "offered_per_s": rate,
         "achieved_per_s": len(latencies) / elapsed,
         **latency_summary(latencies),
         "failed": count - len(latencies),
+        "answered": len(latencies),
         "server_cpu_s": app.server.cpu_seconds() - cpu_before,
+        "postgres_cpu_s": shared["postgres"],
+        "redis_cpu_s": shared["redis"],
+        "driver_cpu_s": time.process_time() - driver_before,
     }
     summary["sustained"] = summary["failed"] == 0 and summary["p99_ms"] < options.p99_limit_ms
     log(

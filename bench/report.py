@@ -56,24 +56,94 @@ def baselines_table(result: Result) -> Iterator[str]:
         ("server CPU s", "server_cpu_s", None),
     ]
     if "deliveries_per_cpu_s" in result["app"]:
-        rows.append(("deliveries / CPU-s", "deliveries_per_cpu_s", True))
+        rows += [
+            ("driver CPU s", "driver_cpu_s", None),
+            ("PostgreSQL+Redis CPU s", "postgres_redis_cpu_s", None),
+            ("deliveries / CPU-s", "deliveries_per_cpu_s", True),
+        ]
     yield from _beside_baselines(result, rows)
+    if "deliveries_per_cpu_s" in result["app"]:
+        yield from fanout_bound(result)
+
+
+def two_core_bound(one: dict[str, float], more: dict[str, float]) -> float:
+    """How many times one worker's rate N workers can reach on this 2-core machine, from
+    CPU per operation ({"server": ..., anything else: ...}) of each: one worker pinned to
+    a core does 1 / w1 a second (everything else fits on the other core while o1 < w1);
+    all of them together can do no more than 2 / (w + o) of the N workers' (bench/shared_cpu.py)."""
+    w1, o1 = one["server"], sum(v for k, v in one.items() if k != "server")
+    total = sum(more.values())
+    if not w1 or not total:
+        return math.nan
+    return 2 / total / min(1 / w1, 2 / (w1 + o1))
+
+
+def fanout_bound(result: Result) -> Iterator[str]:
+    """Per delivery, each app's CPU and its driver's; the two-core bound of more workers."""
+    apps = {name: figures for name, figures in result.items() if name.startswith("app")}
+
+    def per_delivery(figures: dict[str, float]) -> dict[str, float]:
+        delivered = max(figures["delivered"], 1)
+        return {
+            "server": figures["server_cpu_s"] / delivered,
+            "driver": figures["driver_cpu_s"] / delivered,
+            "shared": figures.get("postgres_redis_cpu_s", 0.0) / delivered,
+        }
+
+    costs = {name: per_delivery(figures) for name, figures in apps.items()}
+    for name, cost in costs.items():
+        yield (
+            f"{name}: CPU µs per delivery: server {cost['server'] * 1e6:.1f}, "
+            f"driver {cost['driver'] * 1e6:.1f}, PostgreSQL+Redis {cost['shared'] * 1e6:.2f}"
+        )
+    if "app" in costs:
+        for name, cost in costs.items():
+            if name != "app":
+                bound = two_core_bound(costs["app"], cost)
+                yield f"{name}: at most {bound:.2f}x app's deliveries/s on 2 cores at these costs"
+
+
+def cost_per_op(step: dict[str, float], count: float) -> dict[str, float]:
+    """CPU-seconds per operation of the server, PostgreSQL, Redis and the driver."""
+    count = max(count, 1)
+    return {
+        "server": step["server_cpu_s"] / count,
+        "postgres": step.get("postgres_cpu_s", 0.0) / count,
+        "redis": step.get("redis_cpu_s", 0.0) / count,
+        "driver": step.get("driver_cpu_s", 0.0) / count,
+    }
 
 
 def posts_table(result: Result) -> Iterator[str]:
+    costs = {}
     for target, figures in result["targets"].items():
         yield f"{target}:"
-        yield f"{'offered/s':>10} {'achieved/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}"
+        yield (
+            f"{'offered/s':>10} {'achieved/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}"
+            "   CPU µs per post: server  PostgreSQL  Redis  driver"
+        )
         for step in figures["steps"]:
+            cost = cost_per_op(step, step["answered"])
             yield (
                 f"{step['offered_per_s']:10,.0f} {step['achieved_per_s']:11,.0f} "
                 f"{step['p50_ms']:8.1f} {step['p99_ms']:8.1f} {step['failed']:7}"
+                f"{'':20}{cost['server'] * 1e6:7,.0f} {cost['postgres'] * 1e6:11,.0f} "
+                f"{cost['redis'] * 1e6:6,.0f} {cost['driver'] * 1e6:7,.0f}"
                 f"{'' if step['sustained'] else '  <- p99 over limit or failures'}"
             )
+        sustained = [step for step in figures["steps"] if step["sustained"]]
+        if sustained:  # the busiest step that held: the costs nearest to the limit
+            busiest = max(sustained, key=lambda step: step["offered_per_s"])
+            costs[target] = cost_per_op(busiest, busiest["answered"])
         yield (
             f"max sustained: {figures['max_sustained_posts_per_s']:,.0f} posts/s "
             f"(p99 < {result['p99_limit_ms']:.0f} ms)"
         )
+    if "app" in costs:
+        for name, cost in costs.items():
+            if name != "app":
+                bound = two_core_bound(costs["app"], cost)
+                yield f"{name}: at most {bound:.2f}x app's posts/s on 2 cores at these costs"
 
 
 def idle_table(result: Result) -> Iterator[str]:

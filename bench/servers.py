@@ -20,13 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 from bench.driver import Connection
 from bench.protocol import HOST, EventStream, SocketIOStream, http_request
+from bench.shared_cpu import SharedCpu
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_SERVER = "postgres@127.0.0.1:5432"
@@ -74,11 +75,7 @@ class Server:
     log_path: Path | None = None
 
     async def start(self) -> Server:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         with self._log() as log_file:
             self.process = subprocess.Popen(  # noqa: S603, ASYNC220 (our own interpreter; Popen only starts it)
                 [*self.command, "--port", str(self.port)],
@@ -197,6 +194,7 @@ class App:
     backend: str
     server: Server
     rooms: dict[int, list[Member]] = field(default_factory=dict)
+    shared: SharedCpu = field(default_factory=lambda: SharedCpu(None, None))
 
     def stream_request(self, room_id: int, member: Member) -> bytes:
         return http_request(
@@ -325,16 +323,59 @@ async def sign_in(database_url: str, secret_key: str, user_ids: list[int]) -> li
     return members
 
 
-def forget_redis_prefix(prefix: str) -> None:
+def forget_redis_prefix(url: str, prefix: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, int | None]]:
+    """(URL, pid): a redis-server of the run's own on a free port where one is
+    installed, so that its CPU is the run's alone (bench.shared_cpu); else the shared
+    one (pid None: its CPU is not the run's to count)."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        yield REDIS_URL, None
+        return
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 (Debian's redis-server)
+        [executable, *("--bind", "127.0.0.1", "--port", str(port), "--save", "")],
+        stdout=subprocess.DEVNULL,
+    )
+    pin(process.pid, {0, 1})  # free to use either core, as the shared one is
+    try:
+        import redis
+
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0", process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @dataclass
@@ -345,6 +386,12 @@ class AppDatabase:
     url: str
     secret_key: str
     env: dict[str, str]
+    redis_pid: int | None = None
+
+    def shared_cpu(self) -> SharedCpu:
+        """The CPU its PostgreSQL backends and its Redis take (bench.shared_cpu)."""
+        database = self.url.rsplit("/", 1)[1] if self.backend == "postgres" else None
+        return SharedCpu(database, self.redis_pid)
 
     async def last_seqs(self) -> dict[int, int]:
         """Each room's newest seq."""
@@ -378,7 +425,11 @@ async def app_database(backend: str, broker: str) -> AsyncIterator[AppDatabase]:
 
     secret_key = secrets.token_urlsafe(32)
     prefix = f"chat-bench-{secrets.token_hex(6)}:"
-    with tempfile.TemporaryDirectory(prefix="chat-bench-media-") as media:
+    with contextlib.ExitStack() as stack:
+        media = stack.enter_context(tempfile.TemporaryDirectory(prefix="chat-bench-media-"))
+        redis_url, redis_pid = (
+            stack.enter_context(redis_server()) if broker == "redis" else (REDIS_URL, None)
+        )
         async with database(backend) as database_url:
             env = {
                 "CHAT_DATABASE_URL": database_url,
@@ -386,7 +437,7 @@ async def app_database(backend: str, broker: str) -> AsyncIterator[AppDatabase]:
                 "CHAT_MEDIA_DIR": media,
                 "CHAT_SECRET_KEY": secret_key,
                 "CHAT_LOG_LEVEL": "WARNING",
-                "CHAT_BROKER_URL": REDIS_URL if broker == "redis" else "memory://",
+                "CHAT_BROKER_URL": redis_url if broker == "redis" else "memory://",
                 "CHAT_BROKER_PREFIX": prefix,
                 # A benchmark offers more than any one person may (docs/configuration.md).
                 "CHAT_RATE_LIMITS": "off",
@@ -396,10 +447,10 @@ async def app_database(backend: str, broker: str) -> AsyncIterator[AppDatabase]:
             # `chat db upgrade`, in a thread (Alembic runs its own event loop).
             await asyncio.to_thread(upgrade_database, database_url)
             try:
-                yield AppDatabase(backend, database_url, secret_key, env)
+                yield AppDatabase(backend, database_url, secret_key, env, redis_pid)
             finally:
-                if broker == "redis":
-                    forget_redis_prefix(prefix)
+                if broker == "redis" and redis_pid is None:
+                    forget_redis_prefix(redis_url, prefix)
 
 
 @contextlib.asynccontextmanager
@@ -411,7 +462,7 @@ async def running_app(
         population = await populate(db.url, db.secret_key, rooms, members)
         server = await db.start(workers=workers)
         try:
-            yield App(backend, server, population)
+            yield App(backend, server, population, db.shared_cpu())
         finally:
             server.stop()
 

@@ -223,3 +223,33 @@ def test_seed_then_history_and_search_report_every_measurement(tmp_path: Path) -
     assert list(costs) == ["room", "messages", "sidebar", "search", "post"]
     for fast, plain, ratio, bad in costs.values():
         assert float(fast) > 0 and float(plain) > 0 and ratio.endswith("x") and bad == "0"
+
+
+def test_the_cpu_of_a_runs_postgresql_backends_and_of_its_own_redis_is_counted(
+    postgres_url: str,
+) -> None:
+    import asyncpg
+    import redis
+
+    from bench.servers import redis_server
+    from bench.shared_cpu import SharedCpu
+
+    async def burn(redis_url: str, redis_pid: int) -> dict[str, float]:
+        shared = SharedCpu(postgres_url.rsplit("/", 1)[1], redis_pid)
+        shared.start()
+        connection = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            await connection.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
+        finally:
+            await connection.close()  # its backend's CPU is counted all the same
+        client = redis.Redis.from_url(redis_url)
+        client.eval("local x = 0 for i = 1, 30000000 do x = x + i end return 1", 0)
+        client.close()
+        return await shared.stop()
+
+    with redis_server() as (redis_url, redis_pid):
+        assert redis_pid is not None  # Debian's redis-server is installed here
+        used = asyncio.run(burn(redis_url, redis_pid))
+
+    assert used["postgres"] >= 0.02
+    assert used["redis"] >= 0.02
