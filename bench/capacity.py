@@ -452,7 +452,7 @@ def add_arguments(parser) -> None:
     group = parser.add_argument_group("capacity")
     group.add_argument("--people", type=int, default=1000, help="capacity: the first step")
     group.add_argument("--max-people", type=int, default=64_000, help="capacity")
-    group.add_argument("--bisect", type=int, default=2, help="capacity: steps between")
+    group.add_argument("--bisect", type=int, default=2, help="capacity, posts: steps between")
     group.add_argument("--posts-per-minute", type=float, default=1.0, help="capacity: each")
     group.add_argument("--pages-per-minute", type=float, default=0.2, help="capacity: each")
     group.add_argument("--reconnects-per-minute", type=float, default=0.05, help="capacity")

@@ -142,9 +142,9 @@ async def fanout_round(target: Target, rate: float, seconds: float) -> None:
         await send_at_rate([(n / rate, n) for n in range(count)], send, f"{target.name} sending")
         await deliveries.drained(expected, within=10)
         cpu = target.server.cpu_seconds() - cpu_before
-        driver_cpu = time.process_time() - driver_before
-        driver_share = driver_cpu / (time.perf_counter() - started)
         shared = sum((await target.shared.stop()).values())
+        driver_cpu = time.process_time() - driver_before - target.shared.own_cpu
+        driver_share = driver_cpu / (time.perf_counter() - started)
     await posters.close()
     if any(status != 200 for status in statuses):
         raise RuntimeError(f"{target.name}: posts answered {sorted(set(statuses))}")
@@ -330,12 +330,31 @@ class PostSteps:
     app: App
     posters: Posters
     rate: float
+    max_steps: int  # to find the boundary
+    bisections: int  # steps that halve the gap once it is found
     steps: list[dict[str, object]] = field(default_factory=list)
+    done: bool = False
 
-    @property
-    def found(self) -> bool:
-        """Up while the rate holds, down while it does not; done at the boundary."""
-        return len({step["sustained"] for step in self.steps}) == 2
+    def next_rate(self, step_factor: float) -> None:
+        """Up while the rate holds, down while it does not; at the boundary, the
+        geometric middle of the highest rate that held and the lowest above it that did
+        not, `bisections` times: the factor between steps alone would hide a difference
+        smaller than itself (two servers that both hold 225/s and fail at 338/s)."""
+        if len({step["sustained"] for step in self.steps}) < 2:
+            self.rate *= step_factor if self.steps[-1]["sustained"] else 1 / step_factor
+            self.done = len(self.steps) >= self.max_steps
+            return
+        held = max(step["offered_per_s"] for step in self.steps if step["sustained"])
+        above = [
+            step["offered_per_s"]
+            for step in self.steps
+            if not step["sustained"] and step["offered_per_s"] > held
+        ]
+        if self.bisections <= 0 or not above:
+            self.done = True
+            return
+        self.bisections -= 1
+        self.rate = math.sqrt(held * min(above))
 
 
 async def post_step(search: PostSteps, options, step: int) -> dict[str, object]:
@@ -378,7 +397,7 @@ async def post_step(search: PostSteps, options, step: int) -> dict[str, object]:
         "server_cpu_s": app.server.cpu_seconds() - cpu_before,
         "postgres_cpu_s": shared["postgres"],
         "redis_cpu_s": shared["redis"],
-        "driver_cpu_s": time.process_time() - driver_before,
+        "driver_cpu_s": time.process_time() - driver_before - app.shared.own_cpu,
     }
     summary["sustained"] = summary["failed"] == 0 and summary["p99_ms"] < options.p99_limit_ms
     log(
@@ -390,8 +409,9 @@ async def post_step(search: PostSteps, options, step: int) -> dict[str, object]:
 
 async def posts(options) -> dict[str, object]:
     """Offered post rates stepping up from --start-rate while p99 stays under the limit
-    with no failures (or down, while it does not), until the boundary is found; with
-    several --workers counts, their steps take turns."""
+    with no failures (or down, while it does not), until the boundary is found, then
+    halving the gap --bisect times; with several --workers counts, their steps take
+    turns."""
     async with contextlib.AsyncExitStack() as stack:
         searches: dict[str, PostSteps] = {}
         for workers in options.workers:
@@ -401,16 +421,19 @@ async def posts(options) -> dict[str, object]:
             await warm_up(app)
             posters = Posters(app.server.port, options.connections)
             stack.push_async_callback(posters.close)
-            searches[report.app_name(workers)] = PostSteps(app, posters, options.start_rate)
-        for step in range(options.steps):
+            searches[report.app_name(workers)] = PostSteps(
+                app, posters, options.start_rate, options.steps, options.bisect
+            )
+        step = 0
+        while not all(search.done for search in searches.values()):
+            step += 1
             for name, search in searches.items():
-                if search.found:
+                if search.done:
                     continue
                 log(f"{name}:")
                 summary = await post_step(search, options, step)
                 search.steps.append(summary)
-                factor = options.step_factor if summary["sustained"] else 1 / options.step_factor
-                search.rate *= factor
+                search.next_rate(options.step_factor)
     targets = {}
     for name, search in searches.items():
         sustained = [step["offered_per_s"] for step in search.steps if step["sustained"]]

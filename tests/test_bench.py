@@ -253,3 +253,21 @@ def test_the_cpu_of_a_runs_postgresql_backends_and_of_its_own_redis_is_counted(
 
     assert used["postgres"] >= 0.02
     assert used["redis"] >= 0.02
+
+
+def test_posts_halve_the_gap_between_the_rate_that_held_and_the_one_that_did_not() -> None:
+    from bench.live import PostSteps
+
+    search = PostSteps(app=None, posters=None, rate=100.0, max_steps=12, bisections=2)
+    for holds in (True, True, False, True):
+        search.steps.append({"offered_per_s": search.rate, "sustained": holds})
+        search.next_rate(1.5)
+
+    offered = [round(step["offered_per_s"], 1) for step in search.steps]
+    # Up by 1.5 while it holds; then the middle of 150 (held) and 225 (did not), which held.
+    assert offered == [100.0, 150.0, 225.0, 183.7]
+    assert search.rate == pytest.approx((150 * 225) ** 0.5 * (225 / (150 * 225) ** 0.5) ** 0.5)
+    assert not search.done
+    search.steps.append({"offered_per_s": search.rate, "sustained": False})
+    search.next_rate(1.5)
+    assert search.done  # both halvings made
