@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import httpx
 
 from chat.models import ApiToken, Bot, Room, User
+from tests.support import LIMITS
 
 
 def sessions_of(app):
@@ -42,6 +43,7 @@ async def token_for(
 
 def api_client(base_url: str, secret: str | None, **kwargs: object) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    kwargs.setdefault("limits", LIMITS)
     return httpx.AsyncClient(base_url=base_url, headers=headers, **kwargs)
 
 

@@ -82,7 +82,14 @@ class Person:
         return response
 
 
+# uvicorn closes a connection idle for 5 s (its timeout_keep_alive) and httpx keeps one
+# for 5 s too: a request sent on it as the server closes it fails with a ReadError, and
+# a POST is not retried (a browser would retry it). Let idle connections go well before.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=1.0)
+
+
 def client_for(base_url: str, **kwargs: object) -> httpx.AsyncClient:
+    kwargs.setdefault("limits", LIMITS)
     return httpx.AsyncClient(base_url=base_url, headers={"Origin": base_url}, **kwargs)
 
 
