@@ -328,11 +328,16 @@ class Detached:
         self._models = tuple(
             (
                 manager_of_class(model),
-                model.__mapper__,
+                # The identity key's class (the base of an inheritance hierarchy).
+                model.__mapper__.identity_key_from_primary_key(())[0],
                 tuple(model.__mapper__.get_property_by_column(c).key for c in model.__table__.c),
-                tuple(i for i, c in enumerate(model.__table__.c) if c.primary_key),
+                primary_key,
+                # The identity key's values as a slice of the row's, when the primary
+                # key's columns come first (they do in every table here).
+                slice(len(primary_key)) if primary_key == tuple(range(len(primary_key))) else None,
             )
             for model in models
+            for primary_key in [tuple(i for i, c in enumerate(model.__table__.c) if c.primary_key)]
         )
         self._columns = tuple(column for model in models for column in model.__table__.c)
 
@@ -342,35 +347,43 @@ class Detached:
     def split(self, row: Sequence[Any]) -> tuple[Any, ...]:
         return self.objects(self.columns(row))
 
-    def columns(self, row: Sequence[Any]) -> tuple[tuple[dict[str, Any], Any] | None, ...]:
-        """Each model's attributes and identity key from `row` (None where its primary
-        key is NULL): what `objects` makes objects of, as often as asked."""
-        split: list[tuple[dict[str, Any], Any] | None] = []
+    def columns(self, row: Sequence[Any]) -> tuple[tuple[Any, ...] | None, ...]:
+        """Each model's values from `row`, in its table's column order (None where its
+        primary key is NULL): what `objects` makes objects of, as often as asked.
+
+        Plain tuples, because chat.kept_reads keeps them for every signed-in user
+        (`AuthSession.find_columns`): a dictionary of attributes and an identity key per
+        model were 2.3 KB of a kept session, these tuples 0.5 (sys.getsizeof over what
+        one kept session alone holds; `chat bench idle` signs in a user per stream).
+        `objects` names the values and makes the identity key each time instead: about
+        12,000 instructions more per session lookup (callgrind), a microsecond or two."""
+        split: list[tuple[Any, ...] | None] = []
         start = 0
-        for _, mapper, keys, primary_key in self._models:
-            values = row[start : start + len(keys)]
+        for _, _, keys, primary_key, _ in self._models:
+            values = tuple(row[start : start + len(keys)])
             start += len(keys)
-            if any(values[i] is None for i in primary_key):
-                split.append(None)
-                continue
-            key = mapper.identity_key_from_primary_key([values[i] for i in primary_key])
-            split.append((dict(zip(keys, values, strict=True)), key))
+            split.append(None if any(values[i] is None for i in primary_key) else values)
         return tuple(split)
 
-    def objects(self, columns: Sequence[tuple[dict[str, Any], Any] | None]) -> tuple[Any, ...]:
+    def objects(self, columns: Sequence[tuple[Any, ...] | None]) -> tuple[Any, ...]:
         """New objects, one per model, from `columns` (which stay as they are)."""
         objects = []
-        for (manager, *_), each in zip(self._models, columns, strict=True):
-            if each is None:
+        for (manager, identity_class, keys, primary_key, leading), values in zip(
+            self._models, columns, strict=True
+        ):
+            if values is None:
                 objects.append(None)
                 continue
-            attributes, key = each
             instance = manager.new_instance()
-            instance.__dict__.update(attributes)
+            instance.__dict__.update(zip(keys, values, strict=False))  # a slice of len(keys)
             # What make_transient_to_detached leaves on a new object whose columns are
             # all loaded: its identity key, nothing pending or expired (a new state's
             # defaults), at a third of the cost; tests/test_hot_statements.py compares.
-            instance_state(instance).key = key
+            instance_state(instance).key = (
+                identity_class,
+                values[leading] if leading is not None else tuple(values[i] for i in primary_key),
+                None,
+            )
             objects.append(instance)
         return tuple(objects)
 

@@ -112,6 +112,31 @@ async def test_the_version_moves_with_each_commit_and_only_then(people, app, kee
 
 
 @sqlite_only
+async def test_a_kept_session_is_plain_tuples_of_values_in_well_under_a_kilobyte(
+    people, app, keeping
+):
+    """`chat bench idle` keeps one per stream (each stream a different user): kept as
+    dictionaries of attributes with identity keys, one took 2.3 KB besides its values."""
+    import sys
+
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    assert (await alice.get(f"/rooms/{room_id}")).status_code == 200
+    (key,) = [key for key in kept_sessions(app) if key[2] == room_id]
+    value = app.state.kept_reads._known[1][key]
+
+    def containers(value) -> int:
+        if isinstance(value, dict):
+            return sys.getsizeof(value) + sum(map(containers, value.values()))
+        if isinstance(value, tuple):
+            return sys.getsizeof(value) + sum(map(containers, value))
+        return 0
+
+    assert all(isinstance(each, tuple) for each in value)  # session, user, room, membership
+    assert containers(value) < 1000
+
+
+@sqlite_only
 async def test_a_request_reads_the_version_once(app, keeping):
     kept, scope = app.state.kept_reads, {}
     first = kept.version(scope)
