@@ -224,13 +224,11 @@ class MessagePath:
             await self.storage.delete(keys)
             return None
         message, cursor = posted
-        await self._publish(room_id, self.frame(message, cursor), cursor)
+        # The rooms pages' notice goes with the frame; if that fails it is lost, and
+        # rooms pages recount from SQL when they reconnect.
+        notice = (activity_channel(room_id), activity_notice(message, mentioned))
+        await self._publish(room_id, self.frame(message, cursor), cursor, also=(notice,))
         log.info("message.posted", room_id=room_id, seq=message.seq, user_id=author.id)
-        try:
-            notice = activity_notice(message, mentioned)
-            await self.broker.publish(activity_channel(room_id), notice)
-        except BrokerUnavailable:  # rooms pages recount from SQL when they reconnect
-            log.warning("message.activity_lost", room_id=room_id, seq=message.seq)
         if self.after_post is not None:
             self.after_post(message, mentioned)
         return message
@@ -313,9 +311,11 @@ class MessagePath:
     def _html(body: str, mentioned: list[User]) -> str:
         return sanitize.render(body, {user.username.lower(): user.username for user in mentioned})
 
-    async def _publish(self, room_id: int, frame: bytes, cursor: Cursor) -> None:
+    async def _publish(
+        self, room_id: int, frame: bytes, cursor: Cursor, also: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         try:
-            await self.broker.publish(room_channel(room_id), frame)
+            await self.broker.publish(room_channel(room_id), frame, also)
         except BrokerUnavailable:
             # Stored: the broker cuts off every stream that may have missed it,
             # and they replay it.

@@ -98,6 +98,33 @@ async def test_a_message_published_by_one_worker_reaches_the_subscribers_of_ever
         assert await next_payload(on_second) == ("room:1", b"frame")
 
 
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_payloads_published_together_reach_each_channels_subscribers_in_order(kind, workers):
+    broker = MemoryBroker(8) if kind == "memory" else workers(1)[0]
+    async with (
+        broker.subscribe("room:1", "activity:1") as both,
+        broker.subscribe("activity:1") as activity_only,
+    ):
+        await broker.publish("room:1", b"frame", also=[("activity:1", b"notice")])
+        assert await next_payload(both) == ("room:1", b"frame")
+        assert await next_payload(both) == ("activity:1", b"notice")
+        assert await next_payload(activity_only) == ("activity:1", b"notice")
+
+
+async def test_a_failed_publish_keeps_the_frame_for_later_and_drops_what_went_with_it(
+    private_redis, prefix
+):
+    broker = RedisBroker(private_redis.url, 8, prefix)
+    try:
+        await broker.ping()
+        private_redis.stop()
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish("room:1", b"frame", also=[("activity:1", b"notice")])
+        assert list(broker._unpublished) == [("room:1", b"frame")]
+    finally:
+        await broker.close()
+
+
 async def test_each_worker_holds_one_redis_subscription_per_channel_whatever_its_streams(
     workers, admin, prefix
 ):

@@ -249,8 +249,8 @@ class HeldBack:
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes]] = []
 
-    async def publish(self, channel: str, payload: bytes) -> None:
-        self.published.append((channel, payload))
+    async def publish(self, channel: str, payload: bytes, also=()) -> None:
+        self.published += [(channel, payload), *also]
 
 
 # Needs a broker this process shares with the server (Redis): no SQLite variant.
