@@ -56,6 +56,7 @@ def measuring() -> Iterator[None]:
 # its bytes (the socket module does not name it).
 SO_TIMESTAMPNS = 35 if sys.platform == "linux" else None
 TIMESTAMP_SPACE = socket.CMSG_SPACE(16) if SO_TIMESTAMPNS is not None else 0
+_TIMESTAMP = struct.Struct("qq")
 
 
 def realtime_offset() -> float:
@@ -84,11 +85,16 @@ class Subscriber:
     def __init__(
         self,
         request: bytes,
-        on_event: Callable[[Event, float, float], None],
+        on_event: Callable[[Event, float, float], None] | None,
         body: type[EventStream | SocketIOStream] = EventStream,
+        on_bytes: Callable[[bytes, float, float], None] | None = None,
     ) -> None:
         self.request = request
         self.on_event = on_event
+        # Instead of events: the body's bytes as they come (chunk framing and all), for a
+        # reader that finds what it needs in them itself (chat bench capacity's thousands
+        # of streams: parsing every event cost the driver most of a core).
+        self.on_bytes = on_bytes
         self.head = b""
         self.kind = body
         self.body: EventStream | SocketIOStream | None = None
@@ -113,7 +119,9 @@ class Subscriber:
 
     def _readable(self) -> None:
         try:
-            data, ancillary, _, _ = self.socket.recvmsg(65536, TIMESTAMP_SPACE)
+            # 16 KiB at a time: each read allocates that much before it shrinks to what
+            # came, and a frame is a kilobyte or two.
+            data, ancillary, _, _ = self.socket.recvmsg(16384, TIMESTAMP_SPACE)
         except BlockingIOError:
             return
         except OSError:
@@ -123,10 +131,9 @@ class Subscriber:
             self._lost()
             return
         arrived = read
-        for level, kind, stamp in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                seconds, nanoseconds = struct.unpack("qq", stamp)
-                arrived = seconds + nanoseconds / 1e9 - self._offset
+        if ancillary:  # only SO_TIMESTAMPNS is asked for
+            seconds, nanoseconds = _TIMESTAMP.unpack(ancillary[0][2])
+            arrived = seconds + nanoseconds / 1e9 - self._offset
         if self.body is None:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
@@ -137,6 +144,12 @@ class Subscriber:
                 self.ready.set_exception(RuntimeError(head.split(b"\r\n")[0].decode()))
                 return
             self.body = self.kind(head)
+            self.head = b""
+        if self.on_bytes is not None:
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self.on_bytes(data, arrived, read)
+            return
         events, answer = self.body.feed(data)
         if answer:
             self.socket.send(answer)  # a few bytes: a socket's buffer always takes them
@@ -162,10 +175,11 @@ class Subscriber:
 async def subscribe(
     port: int,
     request: bytes,
-    on_event: Callable[[Event, float, float], None],
+    on_event: Callable[[Event, float, float], None] | None,
     body: type[EventStream | SocketIOStream] = EventStream,
+    on_bytes: Callable[[bytes, float, float], None] | None = None,
 ) -> Subscriber:
-    subscriber = Subscriber(request, on_event, body)
+    subscriber = Subscriber(request, on_event, body, on_bytes)
     await subscriber.open(port)
     try:
         await asyncio.wait_for(subscriber.ready, 60)
@@ -183,10 +197,12 @@ async def subscribe_all(
     body: type[EventStream | SocketIOStream] = EventStream,
     *,
     at_once: int = 64,
+    raw: bool = False,
 ) -> list[Subscriber]:
     """Open every stream, `at_once` connecting at a time, with a progress line; the
     streams in the order of `requests`. `on_event` is one callback for all, or a list
-    of one per request."""
+    of one per request; with `raw`, each is given the body's bytes instead of events
+    (`Subscriber.on_bytes`)."""
     gate = asyncio.Semaphore(at_once)
     handlers = on_event if isinstance(on_event, list) else [on_event] * len(requests)
     opened: list[Subscriber | None] = [None] * len(requests)
@@ -195,7 +211,14 @@ async def subscribe_all(
     async def one(index: int) -> None:
         nonlocal done
         async with gate:
-            opened[index] = await subscribe(port, requests[index], handlers[index], body)
+            handler = handlers[index]
+            opened[index] = await subscribe(
+                port,
+                requests[index],
+                None if raw else handler,
+                body,
+                handler if raw else None,
+            )
             done += 1
             if label and (done % 100 == 0 or done == len(requests)):
                 progress(label, done, len(requests))

@@ -32,12 +32,23 @@ def upgrade_database(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 
 
+# Open files wanted: two streams per person of a 20,000-person crowd, and the rest.
+WANTED_OPEN_FILES = 65_536
+
+
 def raise_fd_limit() -> int:
-    """Lift the open-files limit to its hard limit (every open stream is a socket);
-    returns the limit now in force."""
+    """Lift the open-files limit to its hard limit (every open stream is a socket), or,
+    where the process may (root, CAP_SYS_RESOURCE), to `WANTED_OPEN_FILES` if the hard
+    limit is lower; returns the limit now in force."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < WANTED_OPEN_FILES:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (WANTED_OPEN_FILES, WANTED_OPEN_FILES))
+            return WANTED_OPEN_FILES
+        except (ValueError, OSError):  # not allowed: the hard limit it is
+            pass
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard

@@ -48,3 +48,34 @@ def test_a_toy_crowd_gets_every_message_once_across_reconnects(tmp_path: Path) -
     assert step["receive"]["n"] > step["requests"]["post"]  # each post reaches its room
     assert step["rooms_page_events"] > 0
     assert step["kib_per_person"] > 0
+
+
+def test_the_driver_finds_each_message_and_its_marker_in_raw_bytes_however_they_are_split():
+    from bench.capacity import Crowd, Person
+    from chat import sse
+    from chat.sse import Cursor
+    from chat.stream_connection import http_chunk
+
+    frames = [
+        sse.RETRY_FRAME,
+        sse.encode("message", '<p data-x="id: 9">capacity 7 end</p>\n<p>x</p>', id=Cursor(1)),
+        b":ping\n\n",
+        sse.encode("typing", '{"typists": ["a"], "version": 3}'),
+        sse.encode("message", "<p>no marker here</p>", id=Cursor(2)),
+        sse.encode("message", "<p>capacity 12 end</p>", id=Cursor(3, 4)),
+    ]
+    body = b"".join(http_chunk(frame) for frame in frames)
+    expected = [(1, False, 7), (2, False, None), (3, True, 12)]
+
+    class Recorder(Crowd):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, bool, int | None]] = []
+
+        def on_message(self, person, seq, is_change, index, arrived, read) -> None:
+            self.seen.append((seq, is_change, index))
+
+    for cut in range(len(body) + 1):
+        crowd, person = Recorder(), Person(1, None, False)
+        crowd.on_room_bytes(person, body[:cut], 0.0, 0.0)
+        crowd.on_room_bytes(person, body[cut:], 0.0, 0.0)
+        assert crowd.seen == expected, cut
