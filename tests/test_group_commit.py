@@ -11,7 +11,7 @@ from sqlalchemy import event, select
 
 from chat.db import create_engine, create_sessionmaker
 from chat.hot_statements import run_prepared
-from chat.models import Message, Room, User, message_posts
+from chat.models import Membership, Message, Room, User, message_posts
 from chat.models.message_posts import _BUMP_SEQ
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
@@ -148,3 +148,37 @@ async def test_a_failed_commit_fails_every_post_of_the_group_and_stores_none(app
     outcomes, _ = await queued_behind_slow_work(settings, [post("second"), post("third")])
     assert [message.seq for message, _ in outcomes] == [2, 3]
     assert await stored_seqs(app, room_id) == ([1, 2, 3], 3)
+
+
+async def test_marks_read_that_queue_with_posts_commit_with_them_each_in_its_own_savepoint(
+    app, people, settings
+):
+    poster, users, room_id = await users_and_room(app, people)
+    alice = users["alice"]
+    carol = await people("carol")
+    await carol.join(room_id)
+    await poster.say(room_id, "second")
+    async with app.state.db() as db:
+        carol_id = await db.scalar(select(User.id).where(User.username == "carol"))
+        carols = await db.get(Membership, (carol_id, room_id))
+        alices = await db.get(Membership, (alice.id, room_id))
+    assert carols.last_read_seq < 2
+
+    outcomes, statements = await queued_behind_slow_work(
+        settings,
+        [
+            lambda runner: carols.advance_read(runner, 2),
+            lambda runner: message_posts.post(runner, room_id, alice, "third", "<p>third</p>"),
+            # Posting, just before in the same transaction, marked it read already.
+            lambda runner: alices.advance_read(runner, 3),
+        ],
+    )
+    moved, third, already = outcomes
+    assert moved is True and already is False
+    assert third[0].seq == 3
+    # One transaction for the three, one savepoint each.
+    assert statements.count("COMMIT") == 1
+    assert sum(sql.startswith("SAVEPOINT") for sql in statements) == 3
+    async with app.state.db() as db:
+        assert (await db.get(Membership, (carol_id, room_id))).last_read_seq == 2
+        assert (await db.get(Membership, (alice.id, room_id))).last_read_seq == 3
