@@ -310,8 +310,7 @@ async def _stamp(request: Request, viewer: int, shows: Shows) -> Hashable:
     member_ids = None if room is None else room[len(_ROOM_COLUMNS)]
     if shows.members and member_ids:
         presence = state.presence
-        online = await presence.online_among(_member_ids(member_ids))
-        typists = await presence.typists(shows.room.id)
+        online, typists = await presence.room_live(shows.room.id, _member_ids(member_ids))
         live = (frozenset(online), tuple(typists.names), typists.version)
     return reader, room, public, live
 

@@ -171,3 +171,15 @@ async def test_members_arriving_together_are_one_presence_frame_to_each_stream(a
         {"user": "bob", "online": False},
         {"user": "carol", "online": True},
     ]
+
+
+async def test_a_rooms_online_members_and_typists_are_read_together_as_each_alone(app):
+    presence = app.state.presence
+    async with presence.connected(3):
+        assert await presence.typing(5, User(id=7, username="bob"))
+        online, typists = await presence.room_live(5, [3, 4, 7])
+
+        assert online == await presence.online_among([3, 4, 7]) == {3}
+        assert typists.names == ["bob"] == (await presence.typists(5)).names
+        assert typists.version > 0
+        assert (await presence.room_live(6, [4]))[0] == set()
