@@ -5,6 +5,7 @@ sends before its live frames (chat/room_stream.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -141,6 +142,10 @@ class MessagePath:
     # proportion to its pixels), and their pixel cap: chat.uploads.
     image_decodes: anyio.Semaphore = field(default_factory=lambda: anyio.Semaphore(2))
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    # Gaps being read for streams (see `replay`), by (room, cursor, before seq).
+    _gaps: dict[tuple[int, Cursor, int], asyncio.Future[list[tuple[Cursor, bytes]]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     # Told of every stored message and whom it mentions, without being waited for
     # (chat.webhooks.OutgoingWebhooks.message_posted).
     after_post: Callable[[Message, list[User]], None] | None = None
@@ -363,7 +368,37 @@ class MessagePath:
         """(cursor, frame) for everything a client at cursor `after` is missing, in
         batches, each read in a short session of its own: first the messages it has
         that changed since (as they stand now), then the messages after it (before
-        `before_seq`). Each frame's cursor is where the client stands once it has it."""
+        `before_seq`). Each frame's cursor is where the client stands once it has it.
+
+        A gap of at most one batch (`before_seq` given: a frame arrived ahead of one
+        still on its way) is read once for every stream of this worker that asks for
+        the same one at the same time: when two posts' frames reach Redis out of order,
+        every stream of the room finds the same gap at once, and a thousand of them each
+        taking a database connection emptied the pool (`chat bench fanout` on
+        PostgreSQL: streams waited 30 s for one and were closed)."""
+        if before_seq is None or before_seq - after.seq > REPLAY_BATCH:
+            async for each in self._replay(room_id, after, before_seq):
+                yield each
+            return
+        key = (room_id, after, before_seq)
+        gap = self._gaps.get(key)
+        if gap is None:
+            gap = self._gaps[key] = asyncio.ensure_future(
+                self._read_gap(room_id, after, before_seq)
+            )
+            gap.add_done_callback(lambda _: self._gaps.pop(key, None))
+        # Shielded: one stream that goes away does not cancel the read the others await.
+        for each in await asyncio.shield(gap):
+            yield each
+
+    async def _read_gap(
+        self, room_id: int, after: Cursor, before_seq: int
+    ) -> list[tuple[Cursor, bytes]]:
+        return [each async for each in self._replay(room_id, after, before_seq)]
+
+    async def _replay(
+        self, room_id: int, after: Cursor, before_seq: int | None
+    ) -> AsyncIterator[tuple[Cursor, bytes]]:
         have_seq, change = after
         settled_change = None
         while True:

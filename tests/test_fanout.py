@@ -277,3 +277,35 @@ async def test_a_live_frame_after_a_gap_brings_the_gap_from_sql_first(backend, s
             two, three = await stream.messages(2)
     assert [one.seq, two.seq, three.seq] == [1, 2, 3]
     assert "two" in two.data and "three" in three.data
+
+
+async def test_a_gap_that_every_stream_finds_at_once_is_read_from_the_database_once(
+    app, people, monkeypatch
+):
+    from chat import message_path
+    from chat.sse import Cursor
+
+    alice = await people("alice")
+    room_id = await alice.create_room()
+    for body in ("one", "two", "three"):
+        await alice.say(room_id, body)
+    pages = []
+    page = message_path.message_pages.page
+
+    async def counted(*args, **kwargs):
+        pages.append(kwargs.get("before"))
+        return await page(*args, **kwargs)
+
+    monkeypatch.setattr(message_path.message_pages, "page", counted)
+    messages = app.state.messages
+
+    async def gap(before_seq: int) -> list[bytes]:
+        return [frame async for _, frame in messages.replay(room_id, Cursor(1), before_seq)]
+
+    # Twenty streams of one room, each shown seq 3 while it stands at seq 1.
+    gaps = await asyncio.gather(*(gap(3) for _ in range(20)), gap(4))
+
+    assert pages == [3, 4]  # one read per distinct gap, not per stream
+    assert all(len(found) == 1 and b"two" in found[0] for found in gaps[:20])
+    assert len(gaps[20]) == 2
+    assert await gap(3) == gaps[0] and pages == [3, 4, 3]  # read again once it is done
