@@ -231,7 +231,7 @@ async def load_session(request: Request) -> AuthSession | None:
     state["room_asked"] = room_asked if auth_session else None
     state["visible_room"] = visible_room
     # On every log line of the request, including an event stream's, which does not
-    # keep these rows (chat.streams.StreamHandoverMiddleware).
+    # keep these rows (chat.streams.HandoverStarlette).
     structlog.contextvars.bind_contextvars(user_id=auth_session.user_id if auth_session else None)
     return auth_session
 

@@ -108,5 +108,5 @@ class RequestLogMiddleware:
                 log_request()
             else:
                 # An event stream is served once the app has returned, outside this
-                # middleware (chat.streams.StreamHandoverMiddleware): logged as it ends.
+                # middleware (chat.streams.HandoverStarlette): logged as it ends.
                 handed_over.when_served = log_request

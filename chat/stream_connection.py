@@ -76,7 +76,7 @@ def _lighten_pipeline(connection: HttpToolsCycle) -> None:
 class DirectWrite:
     """Writes body chunks of a response to uvicorn's httptools connection without its
     ASGI `send`: per chunk, `send` costs a message dict, a coroutine for it and for each
-    middleware wrapper above the stream (`StreamHandoverMiddleware`), the chunk framed
+    middleware wrapper above the stream (`HandoverStarlette`), the chunk framed
     again, and a StopIteration, which on the fan-out path together cost more CPU than
     the write's system call.
 
@@ -91,7 +91,7 @@ class DirectWrite:
     bytes differ from `send`'s.
 
     Bypassing the middleware is sound because no middleware changes body chunks (see
-    `StreamHandoverMiddleware`); only the start of the response passes through them.
+    `HandoverStarlette`); only the start of the response passes through them.
     """
 
     __slots__ = ("_connection",)

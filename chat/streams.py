@@ -6,8 +6,8 @@ tasks, their cancel scopes and events, and the request's frames kept waiting und
 them, were most of an idle stream's memory. `RoomStreamResponse` is still an
 `EventSourceResponse` (its headers, its answer to HEAD, its shutdown detection, its
 comment frame for the heartbeat), but its `__call__` is its own, and the stream runs in
-the task the server already runs for the request, after the app has returned
-(`StreamHandoverMiddleware`, above every middleware: `HandoverStarlette`):
+the task the server already runs for the request, after the app and every middleware
+have returned (`HandoverStarlette`):
 
 - the heartbeat and the shutdown watch are process-wide (`OpenStreams`: two tasks in
   the app's lifespan for all streams together);
@@ -48,7 +48,7 @@ import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from chat import sse
 from chat.activity import UserStream
@@ -117,7 +117,7 @@ class RoomStreamResponse(EventSourceResponse):
     UserStream; a RoomStream also gets `send_now`, for its fan-out path.
 
     Called by the app, it only keeps the app's `send` for its start and hands itself
-    over; `StreamHandoverMiddleware` calls `serve` once the app has returned.
+    over; `HandoverStarlette` calls `serve` once the app has returned.
     """
 
     # What EventSourceResponse.__init__ would set, the same for every stream, made once;
@@ -156,23 +156,61 @@ class RoomStreamResponse(EventSourceResponse):
 
     async def serve(self, receive: Receive, send: Send) -> None:
         """Stream, in the request's task, with the server's own `receive` and `send`
-        (from above every middleware)."""
+        (from above every middleware), until the frames end, or `end` cancels the task
+        wherever it waits.
+
+        A cancellation of the task rather than an anyio CancelScope: the scope, its two
+        sets and anyio's state for the task were about 0.9 KB of an idle stream's 17
+        (a tracemalloc diff over 5,000 streams). `end`'s cancellation is taken here
+        and nowhere else: `uncancel` says whether anyone else (the server shutting
+        down) also cancelled the task, whose cancellation then goes on.
+
+        All of it in this one coroutine: each coroutine an idle stream's task waits
+        under is kept for as long as the stream is open (about 0.25 KB each)."""
         self._send = send
         self._direct = DirectWrite.to(receive)
-        if isinstance(self.stream, RoomStream):
-            self.stream.deliver_now = fan_out(self.stream, self.send_now)
-        elif isinstance(self.stream, UserStream):
-            self.stream.write_now = self.send_now
-        self.stream.close = self.end
+        stream = self.stream
+        if isinstance(stream, RoomStream):
+            stream.deliver_now = fan_out(stream, self.send_now)
+        elif isinstance(stream, UserStream):
+            stream.write_now = self.send_now
+        stream.close = self.end
         try:
-            async with self.streams.presence.connected(self.stream.user_id):
+            async with self.streams.presence.connected(stream.user_id):
                 # Only once the user counts as online: a client that has the headers of
                 # its stream is announced, and the next presence it sees is someone else's.
                 await self._send_start(  # type: ignore[misc]
                     {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 )
                 self._send_start = None  # and with it the request's middleware closures
-                await self._stream_until_ended(receive)
+                task = self._task = asyncio.current_task()
+                stop_watching = watch_disconnect(receive, self.end)
+                self.streams.add(self)
+                frames = self.body_iterator
+                taken = False
+                try:
+                    async for chunk in frames:
+                        if not self.send_now(chunk) and not await self._send_waiting(chunk):
+                            log.info("stream.send_timeout", user_id=stream.user_id)
+                            break
+                except asyncio.CancelledError:
+                    taken = True
+                    if not self._cancelled or task.uncancel():  # type: ignore[union-attr]
+                        raise
+                finally:
+                    await frames.aclose()
+                    self._task = None
+                    self.streams.discard(self)
+                    stop_watching()
+                if self._cancelled and not taken:
+                    # Ended while the stream was ending anyway: the cancellation is still
+                    # due (on Python 3.11 `uncancel` leaves it due), and must not reach
+                    # the server.
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        if task.uncancel():  # type: ignore[union-attr]
+                            raise
                 # When even this cannot be written at once, the server closes the
                 # connection once this returns; the client reconnects either way.
                 self._write_now({"type": "http.response.body", "body": b"", "more_body": False})
@@ -196,50 +234,12 @@ class RoomStreamResponse(EventSourceResponse):
         self._direct = None
         self._send = self._send_start = None
 
-    async def _stream_until_ended(self, receive: Receive) -> None:
-        """Stream until the frames end, or `end` cancels the task wherever it waits.
-
-        A cancellation of the task rather than an anyio CancelScope: the scope, its two
-        sets and anyio's state for the task were about 0.9 KB of an idle stream's 17
-        (a tracemalloc diff over 5,000 streams). `end`'s cancellation is taken here
-        and nowhere else: `uncancel` says whether anyone else (the server shutting
-        down) also cancelled the task, whose cancellation then goes on."""
-        task = self._task = asyncio.current_task()
-        stop_watching = watch_disconnect(receive, self.end)
-        self.streams.add(self)
-        taken = False
-        try:
-            await self._stream()
-        except asyncio.CancelledError:
-            taken = True
-            if not self._cancelled or task.uncancel():  # type: ignore[union-attr]
-                raise
-        finally:
-            self._task = None
-            self.streams.discard(self)
-            stop_watching()
-        if self._cancelled and not taken:
-            # Ended while the stream was ending anyway: the cancellation is still due
-            # (on Python 3.11 `uncancel` leaves it due), and must not reach the server.
-            try:
-                await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                if task.uncancel():  # type: ignore[union-attr]
-                    raise
-
     def end(self) -> None:
         """End the response at once, wherever its task waits (see the class)."""
         self.ending = True
         if self._task is not None and not self._cancelled:
             self._cancelled = True
             self._task.cancel()
-
-    async def _stream(self) -> None:
-        async with contextlib.aclosing(self.body_iterator) as frames:  # type: ignore[type-var]
-            async for chunk in frames:
-                if not self.send_now(chunk) and not await self._send_waiting(chunk):
-                    log.info("stream.send_timeout", user_id=self.stream.user_id)
-                    return
 
     async def _send_waiting(self, chunk: bytes) -> bool:
         """Write a chunk the client's connection did not take at once, waiting for it for
@@ -392,51 +392,63 @@ async def _online_while_open(stream: Stream, presence: Presence) -> AsyncIterato
                 yield frame
 
 
-class StreamHandoverMiddleware:
-    """Serves a RoomStreamResponse once the app below it has returned. A stream is open
-    for hours; this way its task holds none of the request's frames, `Request` objects
-    and closures (Starlette's routing's and every middleware's, Starlette's own error
-    handler and the request log included: `HandoverStarlette` puts this above them),
-    nor the rows its authentication left on `request.state`, and its body chunks pass
-    no middleware (the fan-out path writes each frame to a thousand streams). The
-    request log's line is written when the stream ends (`when_served`), as for any
-    other response. No middleware may change body chunks (SSE must not be compressed
-    anyway), and only the start passes through them."""
+# What the server itself reads of a request's scope once its app has returned (the
+# method, for the start of the response and HEAD; the access log's fields), and what the
+# middleware's closures read when the start passes through them: ASGI's own keys.
+_SERVER_SCOPE = (
+    "type",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "query_string",
+    "root_path",
+    "client",
+    "server",
+)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-        response = scope.pop(OPEN_STREAM, None)
-        if response is not None:
-            # What the app read and nothing below uses again, though the server's
-            # connection keeps the scope until its next request: the request's rows,
-            # its path parameters, what the app's middleware noted (its parsed
-            # cookies, 0.7 KiB per idle stream), and its headers (a browser sends a
-            # dozen, a few hundred bytes each).
-            for key in [key for key in scope if key.startswith("chat.")]:
-                del scope[key]
-            scope.pop("state", None)
-            scope.pop("path_params", None)
-            headers = scope.pop("headers", None)
-            if isinstance(headers, list):
-                headers.clear()  # the server's connection keeps the same list
-            try:
-                await response.serve(receive, send)
-            finally:
-                if response.when_served is not None:
-                    response.when_served()
+def _forget_the_request(scope: Scope) -> None:
+    """Drops from a handed-over stream's scope what the app made of its request and
+    nothing reads again, though the server's connection keeps the scope until its next
+    request: the request's rows and state, its path parameters, what the app's
+    middleware noted (its parsed cookies: 0.7 KiB per idle stream), Starlette's routing
+    and error handlers, and its headers (a browser sends a dozen, a few hundred bytes
+    each). The scope is then made anew with ASGI's keys: a dictionary keeps the table it
+    grew to (0.8 KB for a request's scope, 0.3 with these ten keys)."""
+    headers = scope.get("headers")
+    if isinstance(headers, list):
+        headers.clear()  # the server's connection keeps the same list
+    kept = {key: scope[key] for key in _SERVER_SCOPE if key in scope}
+    scope.clear()
+    scope.update(kept)
 
 
 class HandoverStarlette(Starlette):
-    """Starlette with `StreamHandoverMiddleware` above all of its middleware, Starlette's
-    own error handler (always the outermost of them) included: an idle stream's task
-    then waits under two frames fewer, and without the request log's closure (0.9 KiB
-    of an idle stream's 17.6: VmRSS over 5,000 idle streams, before and after taking
-    turns). An exception while streaming reaches the server directly, which logs it;
-    Starlette's handler would have let it through too (the response has started: there
-    is no error page to send)."""
+    """Starlette that serves a RoomStreamResponse once the app, all of its middleware
+    and Starlette's own error handler included, has returned. A stream is open for
+    hours; this way its task holds none of the request's frames, `Request` objects and
+    closures (Starlette's routing's and every middleware's, the request log's
+    included), nor the rows its authentication left on `request.state`, and its body
+    chunks pass no middleware (the fan-out path writes each frame to a thousand
+    streams). The stream is served from this `__call__`, which uvicorn calls itself:
+    an idle stream's task waits under uvicorn's coroutine, this one and the stream's.
 
-    def build_middleware_stack(self) -> ASGIApp:
-        return StreamHandoverMiddleware(super().build_middleware_stack())
+    The request log's line is written when the stream ends (`when_served`), as for any
+    other response. No middleware may change body chunks (SSE must not be compressed
+    anyway), and only the start passes through them. An exception while streaming
+    reaches the server directly, which logs it; Starlette's handler would have let it
+    through too (the response has started: there is no error page to send)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+        response = scope.pop(OPEN_STREAM, None)
+        if response is None:
+            return
+        _forget_the_request(scope)
+        try:
+            await response.serve(receive, send)
+        finally:
+            if response.when_served is not None:
+                response.when_served()
