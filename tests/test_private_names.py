@@ -101,6 +101,32 @@ def test_uvicorns_httptools_protocol_still_uses_its_pipeline_only_as_a_pipeline_
     assert "on_response=self.on_response_complete" in source
 
 
+def test_uvicorns_httptools_protocol_still_reads_its_parser_only_while_feeding_it():
+    # chat.stream_connection.ParserOnDemand stands in for the parser of an open stream's
+    # connection and makes one, as __init__ does, when data_received feeds it: nothing
+    # else may ask the parser anything outside what feed_data calls back.
+    allowed = {
+        "__init__": {"=", ".set_dangerous_leniencies"},
+        "data_received": {".feed_data"},
+        "connection_lost": {"="},
+        # Parser callbacks, called only from within feed_data:
+        "on_headers_complete": {
+            ".get_http_version",
+            ".get_method",
+            ".should_upgrade",
+            ".should_keep_alive",
+        },
+        "on_body": {".should_upgrade"},
+        "on_message_complete": {".should_upgrade"},
+    }
+    for name, method in inspect.getmembers(HttpToolsProtocol, inspect.isfunction):
+        uses = set(re.findall(r"self\.parser\s*(\.\w+|=)", inspect.getsource(method)))
+        assert uses <= allowed.get(name, set()), (name, uses)
+    source = inspect.getsource(HttpToolsProtocol.__init__)
+    assert "self.parser = httptools.HttpRequestParser(self)" in source
+    assert "set_dangerous_leniencies(lenient_data_after_close=True)" in source
+
+
 async def test_aiosqlite_still_has_the_queue_and_connection_the_sqlite_fast_path_uses():
     # chat.hot_statements (SqliteConnectionQueue._hop, run_prepared): work on its thread.
     async with aiosqlite.connect(":memory:") as connection:

@@ -387,6 +387,40 @@ async def test_chat_serve_writes_live_frames_straight_to_the_connection_and_the_
     assert "<p>first line</p>\n<p>second <em>line</em></p>" in event.data
 
 
+async def test_an_open_streams_connection_parses_a_pipelined_request_with_a_parser_made_then(
+    settings, engine
+):
+    """The parser is let go while the stream is open (`ParserOnDemand`); a request
+    pipelined behind the stream is still parsed, and answered once the stream ends."""
+    from chat.stream_connection import ParserOnDemand
+
+    async with ServedInProcess(settings) as served:
+        base_url = f"http://127.0.0.1:{served.port}"
+        async with client_for(base_url) as client:
+            alice = await Person(client, "alice").signup()
+            room_id = await alice.create_room()
+            stream = await RawStream.open(served.port, alice, room_id)
+            body = RawBody(stream)
+            await body.read_until(b"retry: ")
+            (response,) = served.app.state.streams._open
+            protocol = response._direct._connection.on_response.__self__
+            assert isinstance(protocol.parser, ParserOnDemand)
+
+            stream.writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await stream.writer.drain()
+            async with asyncio.timeout(10):
+                while len(protocol.pipeline) == 0:  # noqa: ASYNC110 (uvicorn queues it, no event)
+                    await asyncio.sleep(0.01)
+            assert not isinstance(protocol.parser, ParserOnDemand)
+            response.end()
+            rest = b""
+            while b"\r\n\r\n" not in rest.partition(b"0\r\n\r\n")[2]:
+                rest += await asyncio.wait_for(stream.reader.read(65536), 10)
+            stream.writer.close()
+    after_the_stream = rest.partition(b"0\r\n\r\n")[2]
+    assert after_the_stream.startswith(b"HTTP/1.1 200 "), after_the_stream
+
+
 async def test_an_idle_streams_task_waits_under_three_coroutines_with_a_scope_of_asgis_keys(
     settings, engine
 ):
