@@ -24,6 +24,7 @@ from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
+import chat.app
 from chat import auth
 from chat.app import create_app
 from chat.db import create_engine
@@ -51,6 +52,24 @@ def cheap_password_hashing() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
         yield
+
+
+class UntouchedCollector:
+    """What the `app` fixture's app gets for chat.collector.Collector: the test process's
+    garbage collector left alone. The real one's start-up full collection walks
+    everything the test process holds, some 200,000 objects, and its close unfreezes
+    them all again, so each of the thousand tests that make an app paid for a walk of
+    the whole process. Live servers and servers in process (tests/test_stream_serving.py)
+    run the real one, and tests/test_collector.py tests it."""
+
+    def __init__(self, **_options: object) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +196,10 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Starlette]:
+async def app(
+    settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Starlette]:
+    monkeypatch.setattr(chat.app, "Collector", UntouchedCollector)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield app
