@@ -305,7 +305,7 @@ async def test_a_gap_that_every_stream_finds_at_once_is_read_from_the_database_o
     # Twenty streams of one room, each shown seq 3 while it stands at seq 1.
     gaps = await asyncio.gather(*(gap(3) for _ in range(20)), gap(4))
 
-    assert pages == [3, 4]  # one read per distinct gap, not per stream
+    assert sorted(pages) == [3, 4]  # one read per distinct gap, not per stream
     assert all(len(found) == 1 and b"two" in found[0] for found in gaps[:20])
     assert len(gaps[20]) == 2
-    assert await gap(3) == gaps[0] and pages == [3, 4, 3]  # read again once it is done
+    assert await gap(3) == gaps[0] and pages[2:] == [3]  # read again once it is done
