@@ -21,11 +21,14 @@ import socket
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from chat.subscriptions import FanOut, Subscribed, Subscription
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = structlog.get_logger("chat.broker")
 
@@ -122,6 +125,25 @@ KEEPALIVE = {
 }
 
 
+# redis-py's own pool (8.x) holds at most 100 connections and fails the 101st command at
+# once (MaxConnectionsError, a RedisError): a thousand streams opening together (a
+# presence script each) went past it, and so could a burst of posts, whose failed publish
+# cuts off every stream of the worker. This pool makes the rest wait for a connection.
+REDIS_POOL_SIZE = 100
+REDIS_POOL_WAIT_SECONDS = 2.0
+
+
+def redis_client(url: str, **options: object) -> Redis:
+    """A client whose commands queue for one of `REDIS_POOL_SIZE` connections (for up to
+    `REDIS_POOL_WAIT_SECONDS`) instead of failing; `options` are the connections'."""
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_POOL_SIZE, timeout=REDIS_POOL_WAIT_SECONDS, **options
+    )
+    return Redis.from_pool(pool)  # closing the client closes its pool
+
+
 class RedisBroker:
     """Redis pub/sub across workers, fanned out in-process to this worker's streams.
 
@@ -161,9 +183,7 @@ class RedisBroker:
         # Publishing retries once on a fresh connection: a pooled connection that was
         # closed under us must not fail a post. A duplicate publish is harmless
         # (streams drop any seq they already sent).
-        self._redis = Redis.from_url(
-            url, retry=Retry(NoBackoff(), 1), socket_timeout=2.0, **options
-        )
+        self._redis = redis_client(url, retry=Retry(NoBackoff(), 1), socket_timeout=2.0, **options)
         # The pub/sub connection must never reconnect silently: we have to know, to
         # cut off the streams that missed messages meanwhile.
         self._listener = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)

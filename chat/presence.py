@@ -41,7 +41,7 @@ import anyio
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat.broker import Broker, BrokerUnavailable
+from chat.broker import Broker, BrokerUnavailable, redis_client
 from chat.models import User
 from chat.presence_announcer import Announcer, Typists
 from chat.settings import Settings
@@ -322,12 +322,10 @@ class RedisPresence(Announcer):
         db: async_sessionmaker[AsyncSession],
         broker: Broker,
     ) -> None:
-        from redis.asyncio import Redis
-
         super().__init__(settings, db, broker)
         # The broker's prefix: one Redis server may serve several deployments.
         prefix = self._prefix = settings.broker_prefix
-        self._redis = Redis.from_url(
+        self._redis = redis_client(
             settings.broker_url, socket_timeout=2.0, socket_connect_timeout=2.0
         )
         self._users = f"{prefix}presence:users"

@@ -125,6 +125,15 @@ async def test_a_failed_publish_keeps_the_frame_for_later_and_drops_what_went_wi
         await broker.close()
 
 
+async def test_a_burst_of_more_publishes_than_the_pool_has_connections_all_go_through(workers):
+    from chat.broker import REDIS_POOL_SIZE
+
+    [broker] = workers(1)
+    # Any failure would raise BrokerUnavailable (and cut off the worker's streams).
+    await asyncio.gather(*(broker.publish("room:1", b"frame") for _ in range(3 * REDIS_POOL_SIZE)))
+    assert broker.is_up
+
+
 async def test_each_worker_holds_one_redis_subscription_per_channel_whatever_its_streams(
     workers, admin, prefix
 ):
