@@ -22,14 +22,22 @@ import asyncio
 import time
 
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench.servers import database
 from chat.db import create_engine, create_sessionmaker
+from chat.hot_statements import run_prepared
 from chat.models import Base, Membership, Message, Room, User, message_posts
 
+Sessions = async_sessionmaker[AsyncSession]
 
-async def select_for_update(db: AsyncSession, room_id: int, author: User, body: str) -> None:
+
+async def select_for_update(sessions: Sessions, room_id: int, author: User, body: str) -> None:
+    async with sessions() as db:
+        await _select_for_update(db, room_id, author, body)
+
+
+async def _select_for_update(db: AsyncSession, room_id: int, author: User, body: str) -> None:
     is_member = exists().where(Membership.room_id == room_id, Membership.user_id == author.id)
     last = await db.scalar(
         select(Room.last_seq).where(Room.id == room_id, is_member).with_for_update()
@@ -45,8 +53,12 @@ async def select_for_update(db: AsyncSession, room_id: int, author: User, body: 
     await db.commit()
 
 
-async def update_returning(db: AsyncSession, room_id: int, author: User, body: str) -> None:
-    await message_posts.post(db, room_id, author, body, body)
+async def update_returning(sessions: Sessions, room_id: int, author: User, body: str) -> None:
+    # The post's several-statement form (the one-statement form needs no row lock of
+    # its own to compare).
+    await run_prepared(
+        sessions, lambda statements: message_posts.post(statements, room_id, author, body, body)
+    )
 
 
 STRATEGIES = {"update-returning": update_returning, "select-for-update": select_for_update}
@@ -72,8 +84,7 @@ async def run(database_url: str, strategy: str, posts: int, concurrency: int) ->
 
     async def poster(author: User, count: int) -> None:
         for n in range(count):
-            async with sessions() as db:
-                await post(db, room.id, author, f"message {n}")
+            await post(sessions, room.id, author, f"message {n}")
 
     started = time.perf_counter()
     await asyncio.gather(*(poster(user, posts // concurrency) for user in users))

@@ -271,3 +271,17 @@ def test_posts_halve_the_gap_between_the_rate_that_held_and_the_one_that_did_not
     search.steps.append({"offered_per_s": search.rate, "sustained": False})
     search.next_rate(1.5)
     assert search.done  # both halvings made
+
+
+@pytest.mark.parametrize("strategy", ["update-returning", "select-for-update"])
+def test_both_ways_of_taking_a_seq_store_every_post_once_with_contiguous_seqs(
+    postgres_url: str, strategy: str
+) -> None:
+    from bench.seq_assignment import run
+    from bench.servers import database
+
+    async def measure() -> float:
+        async with database("postgres") as scratch:  # run() recreates its tables
+            return await run(scratch, strategy, posts=12, concurrency=3)
+
+    assert asyncio.run(measure()) > 0  # run() asserts 12 stored, seqs 1..12
