@@ -20,6 +20,7 @@ from chat.models.base import MAX_ID, Base, UTCDateTime, utcnow
 from chat.models.bots import Bot, DeliveryState, IncomingWebhook, WebhookDelivery
 from chat.models.invites import Invite, InviteState
 from chat.models.listing import listed_for
+from chat.models.memberships import Membership, Role
 from chat.models.message_rows import (
     QUOTE_CHARS,
     MessageContent,
@@ -41,9 +42,7 @@ from chat.models.rooms import (
     LastOwner,
     Listed,
     Member,
-    Membership,
     NotDirectable,
-    Role,
     Room,
     RoomKind,
 )

@@ -14,8 +14,9 @@ from sqlalchemy.orm import (
 )
 
 from chat.models.base import VIEWER
+from chat.models.memberships import Membership
 from chat.models.messages import UNREAD_MENTIONS
-from chat.models.rooms import Listed, Membership, Room, RoomKind
+from chat.models.rooms import Listed, Room, RoomKind
 from chat.models.users import User
 
 _OTHER_MEMBER = aliased(Membership)

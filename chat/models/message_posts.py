@@ -12,8 +12,9 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 from chat.hot_statements import Prepared, PreparedRunner
 from chat.models.attachments import Attachment
 from chat.models.base import AUTHOR, ROOM, utcnow
+from chat.models.memberships import Membership
 from chat.models.messages import Mention, Message
-from chat.models.rooms import Membership, Room
+from chat.models.rooms import Room
 from chat.models.users import User
 from chat.sse import Cursor
 

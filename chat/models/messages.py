@@ -29,13 +29,14 @@ from sqlalchemy.orm import (
 
 from chat.models.attachments import Attachment
 from chat.models.base import VIEWER, Base, UTCDateTime, utcnow
+from chat.models.memberships import Membership
 from chat.models.message_rows import (
     MessageVersion,
     Quote,
     excerpt_of,
     group_reactions,
 )
-from chat.models.rooms import Membership, Room
+from chat.models.rooms import Room
 from chat.models.users import User
 from chat.sse import Cursor
 

@@ -26,7 +26,8 @@ from sqlalchemy.orm import (
 
 from chat.hot_statements import Detached, Prepared, PreparedRunner
 from chat.models.base import ROOM, Base, UTCDateTime, utcnow
-from chat.models.rooms import Membership, Room
+from chat.models.memberships import Membership
+from chat.models.rooms import Room
 from chat.models.users import User
 
 
